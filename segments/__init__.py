@@ -1,0 +1,1 @@
+"""Segment engine: rules over CRM company data, channel resolution and broadcasting."""
