@@ -1,0 +1,1 @@
+"""Persistent storage for segment-bot: engine, migrations, tables and the stores built on them."""

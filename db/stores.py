@@ -1,0 +1,844 @@
+"""SQL implementations of the storage seams: segments, broadcast deliveries, settings and audit log.
+
+Each public method is one unit of work: it opens a session, runs inside `session.begin()` and has
+committed when it returns, so a change is durable before the caller acts on it. Every write
+a person makes is audited in the same transaction as the change itself. Methods return frozen
+records (`segments.ports`, `db.records`), never ORM objects.
+
+Delivery state machine, enforced with conditional UPDATEs so two writers cannot both win:
+
+    pending            --mark_sending--> sending  (again on a retry, adding one attempt)
+    sending            --mark_sent-----> sent
+    pending or sending --mark_failed---> failed
+
+`sent` and `failed` are final. Repeating the same final mark is a no-op that logs a WARNING and
+keeps the first values. Any other move out of a final state raises `InvalidStateTransition`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import CursorResult, Update, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+
+from db.models import (
+    SEGMENT_NAME_MAX_LENGTH,
+    AuditLogEntry,
+    Broadcast,
+    Delivery,
+    Segment,
+    Workspace,
+    WorkspaceSettingsRow,
+    utc_now,
+)
+from db.records import (
+    DEFAULT_CHANNEL_TEMPLATE,
+    DEFAULT_TIMEZONE,
+    AuditAction,
+    AuditEntry,
+    WorkspaceSettings,
+)
+from segments.ports import (
+    BroadcastRecord,
+    BroadcastStatus,
+    DeliveryRecord,
+    DeliveryStatus,
+    DeliveryTarget,
+    DuplicateSegmentName,
+    NewBroadcast,
+    SegmentRecord,
+)
+
+logger = logging.getLogger(__name__)
+
+_FINAL_DELIVERY_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED})
+_FINISHED_BROADCAST_STATUSES = frozenset(
+    {BroadcastStatus.SENT, BroadcastStatus.PARTIALLY_SENT, BroadcastStatus.FAILED}
+)
+
+
+class SegmentNotFound(LookupError):
+    def __init__(self, segment_id: int) -> None:
+        super().__init__(f"Segment {segment_id} was not found; it may have been deleted.")
+        self.segment_id = segment_id
+
+
+class BroadcastNotFound(LookupError):
+    def __init__(self, broadcast_id: int) -> None:
+        super().__init__(f"Broadcast {broadcast_id} was not found.")
+        self.broadcast_id = broadcast_id
+
+
+class DeliveryNotFound(LookupError):
+    def __init__(self, delivery_id: int) -> None:
+        super().__init__(f"Delivery {delivery_id} was not found.")
+        self.delivery_id = delivery_id
+
+
+class InvalidStateTransition(Exception):
+    """A delivery or broadcast cannot move to the requested status from the one it has."""
+
+
+def validate_segment_name(name: str) -> str:
+    """Strip `name` and return it. Raise ValueError when it is empty or over 80 characters."""
+    stripped = name.strip()
+    if not stripped:
+        raise ValueError("The segment name is empty. Enter a name of 1 to 80 characters.")
+    if len(stripped) > SEGMENT_NAME_MAX_LENGTH:
+        raise ValueError(
+            f"The segment name is {len(stripped)} characters long, but at most "
+            f"{SEGMENT_NAME_MAX_LENGTH} are allowed. Choose a shorter name."
+        )
+    return stripped
+
+
+def segment_name_key(name: str) -> str:
+    """Return the key that makes `Renewals` and ` renewals ` the same segment name."""
+    return name.strip().casefold()
+
+
+def broadcast_status_for(statuses: Iterable[DeliveryStatus]) -> BroadcastStatus:
+    """Derive a finished broadcast's status from its final delivery statuses.
+
+    `sent` when every delivery is sent, `failed` when none is, `partially_sent` otherwise. A
+    broadcast without deliveries is `failed` because nothing was sent, although
+    `SqlDeliveryLog.create_broadcast` never creates one.
+    """
+    sent = 0
+    total = 0
+    for status in statuses:
+        total += 1
+        if status == DeliveryStatus.SENT:
+            sent += 1
+    if total > 0 and sent == total:
+        return BroadcastStatus.SENT
+    if sent == 0:
+        return BroadcastStatus.FAILED
+    return BroadcastStatus.PARTIALLY_SENT
+
+
+def _add_audit(
+    session: AsyncSession,
+    *,
+    team_id: str,
+    user_id: str,
+    action: str,
+    target: str | None,
+    details: Mapping[str, Any],
+) -> AuditLogEntry:
+    entry = AuditLogEntry(
+        team_id=team_id,
+        user_id=user_id,
+        action=action,
+        target=target,
+        details=dict(details),
+        created_at=utc_now(),
+    )
+    session.add(entry)
+    return entry
+
+
+def _segment_record(segment: Segment) -> SegmentRecord:
+    return SegmentRecord(
+        id=segment.id,
+        team_id=segment.team_id,
+        name=segment.name,
+        rules=segment.rules,
+        created_by=segment.created_by,
+        created_at=segment.created_at,
+        updated_by=segment.updated_by,
+        updated_at=segment.updated_at,
+    )
+
+
+def _delivery_record(delivery: Delivery) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=delivery.id,
+        broadcast_id=delivery.broadcast_id,
+        channel_id=delivery.channel_id,
+        channel_name=delivery.channel_name,
+        status=DeliveryStatus(delivery.status),
+        attempts=delivery.attempts,
+        ts=delivery.ts,
+        error=delivery.error,
+        reason=delivery.reason,
+    )
+
+
+def _broadcast_record(broadcast: Broadcast) -> BroadcastRecord:
+    return BroadcastRecord(
+        id=broadcast.id,
+        team_id=broadcast.team_id,
+        segment_name=broadcast.segment_name,
+        status=BroadcastStatus(broadcast.status),
+        created_at=broadcast.created_at,
+        deliveries=tuple(_delivery_record(delivery) for delivery in broadcast.deliveries),
+    )
+
+
+def _audit_entry(entry: AuditLogEntry) -> AuditEntry:
+    return AuditEntry(
+        id=entry.id,
+        team_id=entry.team_id,
+        user_id=entry.user_id,
+        action=entry.action,
+        target=entry.target,
+        details=entry.details,
+        created_at=entry.created_at,
+    )
+
+
+async def _updated_row_count(session: AsyncSession, statement: Update) -> int:
+    result = await session.execute(statement)
+    # An UPDATE returns a CursorResult, whose rowcount is the number of rows the WHERE matched.
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _validate_limit(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}.")
+
+
+async def _segment_id_by_key(session: AsyncSession, *, team_id: str, name_key: str) -> int | None:
+    statement = select(Segment.id).where(Segment.team_id == team_id, Segment.name_key == name_key)
+    return await session.scalar(statement)
+
+
+class SqlSegmentStore:
+    """`segments.ports.SegmentStore` on SQL: names are unique per workspace ignoring case."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self._session_factory = session_factory
+
+    async def create(
+        self, *, team_id: str, name: str, rules: Mapping[str, Any], user_id: str
+    ) -> SegmentRecord:
+        """Insert a segment and audit it.
+
+        Raises ValueError for an empty or over-long name and DuplicateSegmentName when the name
+        is taken in the workspace, also when another writer took it a moment earlier.
+        """
+        clean_name = validate_segment_name(name)
+        name_key = segment_name_key(clean_name)
+        try:
+            async with self._session_factory() as session, session.begin():
+                await self._ensure_name_free(
+                    session, team_id=team_id, name=clean_name, segment_id=None
+                )
+                now = utc_now()
+                segment = Segment(
+                    team_id=team_id,
+                    name=clean_name,
+                    name_key=name_key,
+                    rules=dict(rules),
+                    created_by=user_id,
+                    created_at=now,
+                    updated_by=user_id,
+                    updated_at=now,
+                )
+                session.add(segment)
+                await session.flush()
+                _add_audit(
+                    session,
+                    team_id=team_id,
+                    user_id=user_id,
+                    action=AuditAction.SEGMENT_CREATED,
+                    target=f"segment:{segment.id}",
+                    details={"name": clean_name, "rules": segment.rules},
+                )
+                record = _segment_record(segment)
+        except IntegrityError as exc:
+            await self._raise_if_name_taken(exc, team_id=team_id, name=clean_name)
+            raise
+
+        logger.info(
+            "Segment %s %r created in team %s by %s", record.id, record.name, team_id, user_id
+        )
+        return record
+
+    async def update(
+        self, segment_id: int, *, name: str, rules: Mapping[str, Any], user_id: str
+    ) -> SegmentRecord:
+        """Rename a segment or replace its rules, and audit the old and new values.
+
+        Changing only the case of the name is allowed. Raises SegmentNotFound, ValueError for an
+        invalid name, and DuplicateSegmentName when another segment has the name.
+        """
+        clean_name = validate_segment_name(name)
+        name_key = segment_name_key(clean_name)
+        team_id: str | None = None
+        try:
+            async with self._session_factory() as session, session.begin():
+                segment = await session.get(Segment, segment_id)
+                if segment is None:
+                    raise SegmentNotFound(segment_id)
+                team_id = segment.team_id
+                await self._ensure_name_free(
+                    session, team_id=team_id, name=clean_name, segment_id=segment_id
+                )
+
+                details = {
+                    "name": clean_name,
+                    "previous_name": segment.name,
+                    "rules": dict(rules),
+                    "previous_rules": segment.rules,
+                }
+                segment.name = clean_name
+                segment.name_key = name_key
+                segment.rules = dict(rules)
+                segment.updated_by = user_id
+                segment.updated_at = utc_now()
+                await session.flush()
+                _add_audit(
+                    session,
+                    team_id=team_id,
+                    user_id=user_id,
+                    action=AuditAction.SEGMENT_UPDATED,
+                    target=f"segment:{segment_id}",
+                    details=details,
+                )
+                record = _segment_record(segment)
+        except IntegrityError as exc:
+            if team_id is not None:
+                await self._raise_if_name_taken(exc, team_id=team_id, name=clean_name)
+            raise
+
+        logger.info("Segment %s updated in team %s by %s", segment_id, team_id, user_id)
+        return record
+
+    async def get(self, segment_id: int) -> SegmentRecord | None:
+        async with self._session_factory() as session, session.begin():
+            segment = await session.get(Segment, segment_id)
+            return None if segment is None else _segment_record(segment)
+
+    async def get_by_name(self, *, team_id: str, name: str) -> SegmentRecord | None:
+        """Return the workspace's segment with `name`, ignoring case and surrounding whitespace."""
+        statement = select(Segment).where(
+            Segment.team_id == team_id, Segment.name_key == segment_name_key(name)
+        )
+        async with self._session_factory() as session, session.begin():
+            segment = await session.scalar(statement)
+            return None if segment is None else _segment_record(segment)
+
+    async def list(self, *, team_id: str) -> Sequence[SegmentRecord]:
+        """Return the workspace's segments ordered by name, ignoring case."""
+        statement = (
+            select(Segment).where(Segment.team_id == team_id).order_by(Segment.name_key, Segment.id)
+        )
+        async with self._session_factory() as session, session.begin():
+            segments = (await session.scalars(statement)).all()
+            return tuple(_segment_record(segment) for segment in segments)
+
+    async def delete(self, segment_id: int, *, user_id: str) -> bool:
+        """Delete a segment and audit it; its broadcasts stay, with `segment_id` set to NULL."""
+        async with self._session_factory() as session, session.begin():
+            segment = await session.get(Segment, segment_id)
+            if segment is None:
+                return False
+            team_id = segment.team_id
+            _add_audit(
+                session,
+                team_id=team_id,
+                user_id=user_id,
+                action=AuditAction.SEGMENT_DELETED,
+                target=f"segment:{segment_id}",
+                details={"name": segment.name, "rules": segment.rules},
+            )
+            await session.delete(segment)
+
+        logger.info("Segment %s deleted in team %s by %s", segment_id, team_id, user_id)
+        return True
+
+    async def _ensure_name_free(
+        self, session: AsyncSession, *, team_id: str, name: str, segment_id: int | None
+    ) -> None:
+        """Raise DuplicateSegmentName when a segment other than `segment_id` has `name`."""
+        taken_by = await _segment_id_by_key(
+            session, team_id=team_id, name_key=segment_name_key(name)
+        )
+        if taken_by is not None and taken_by != segment_id:
+            raise DuplicateSegmentName(name)
+
+    async def _raise_if_name_taken(self, error: IntegrityError, *, team_id: str, name: str) -> None:
+        # The unique constraint caught a writer that took the name after our check. Any other
+        # integrity error is not about the name, and the caller re-raises it unchanged.
+        async with self._session_factory() as session, session.begin():
+            taken_by = await _segment_id_by_key(
+                session, team_id=team_id, name_key=segment_name_key(name)
+            )
+        if taken_by is not None:
+            raise DuplicateSegmentName(name) from error
+
+
+def _companies_json(target: DeliveryTarget) -> list[dict[str, Any]]:
+    return [
+        {
+            "company_id": company.company_id,
+            "company_name": company.company_name,
+            "values": dict(company.values),
+        }
+        for company in target.companies
+    ]
+
+
+def _validate_targets(targets: Sequence[DeliveryTarget]) -> None:
+    if not targets:
+        raise ValueError(
+            "A broadcast needs at least one target channel, but none was given: the segment "
+            "matched no company with a channel, so there is nothing to send."
+        )
+    seen: set[str] = set()
+    for target in targets:
+        if target.channel_id in seen:
+            raise ValueError(
+                f"Channel {target.channel_id} ({target.channel_name}) is listed twice in the "
+                "broadcast targets. Merge its companies into one target."
+            )
+        seen.add(target.channel_id)
+
+
+class SqlDeliveryLog:
+    """`segments.ports.DeliveryLog` on SQL. Each method commits before it returns."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self._session_factory = session_factory
+
+    async def create_broadcast(self, broadcast: NewBroadcast) -> BroadcastRecord:
+        """Insert the broadcast (`sending`) with one `pending` delivery per target, and audit it.
+
+        Raises ValueError, and stores nothing, when there are no targets or a channel is listed
+        twice. A broadcast to zero channels is rejected rather than recorded as failed.
+        """
+        _validate_targets(broadcast.targets)
+        now = utc_now()
+        row = Broadcast(
+            team_id=broadcast.team_id,
+            segment_id=broadcast.segment_id,
+            segment_name=broadcast.segment_name,
+            rules_text=broadcast.rules_text,
+            message_text=broadcast.message_text,
+            message_blocks=(
+                None
+                if broadcast.message_blocks is None
+                else [dict(block) for block in broadcast.message_blocks]
+            ),
+            sent_by=broadcast.sent_by,
+            status=BroadcastStatus.SENDING,
+            unmapped=[dict(company) for company in broadcast.unmapped],
+            created_at=now,
+            deliveries=[
+                Delivery(
+                    channel_id=target.channel_id,
+                    channel_name=target.channel_name,
+                    is_private=target.is_private,
+                    companies=_companies_json(target),
+                    status=DeliveryStatus.PENDING,
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                for target in broadcast.targets
+            ],
+        )
+        async with self._session_factory() as session, session.begin():
+            session.add(row)
+            await session.flush()
+            _add_audit(
+                session,
+                team_id=broadcast.team_id,
+                user_id=broadcast.sent_by,
+                action=AuditAction.BROADCAST_CREATED,
+                target=f"broadcast:{row.id}",
+                details={
+                    "segment_id": broadcast.segment_id,
+                    "segment_name": broadcast.segment_name,
+                    "channels": len(broadcast.targets),
+                    "unmapped": len(broadcast.unmapped),
+                },
+            )
+            record = _broadcast_record(row)
+
+        logger.info(
+            "Broadcast %s created in team %s by %s for segment %r: %d channels, %d unmapped",
+            record.id,
+            broadcast.team_id,
+            broadcast.sent_by,
+            broadcast.segment_name,
+            len(broadcast.targets),
+            len(broadcast.unmapped),
+        )
+        return record
+
+    async def mark_sending(self, delivery_id: int) -> int:
+        """Set the delivery to `sending`, add one attempt and return the attempt count.
+
+        Allowed from `pending` and from `sending` (a retry). Raises DeliveryNotFound, or
+        InvalidStateTransition when the delivery is already `sent` or `failed`.
+        """
+        async with self._session_factory() as session, session.begin():
+            updated = await _updated_row_count(
+                session,
+                update(Delivery)
+                .where(
+                    Delivery.id == delivery_id,
+                    Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+                )
+                .values(
+                    status=DeliveryStatus.SENDING,
+                    attempts=Delivery.attempts + 1,
+                    updated_at=utc_now(),
+                ),
+            )
+            if updated == 0:
+                current = await self._current_status(session, delivery_id)
+                raise InvalidStateTransition(
+                    f"Delivery {delivery_id} is already {current}, so it cannot be sent again: "
+                    "sent and failed deliveries are final."
+                )
+            attempts = await session.scalar(
+                select(Delivery.attempts).where(Delivery.id == delivery_id)
+            )
+
+        assert attempts is not None  # The row was updated in this transaction.
+        logger.debug("Delivery %s is sending, attempt %d", delivery_id, attempts)
+        return attempts
+
+    async def mark_sent(self, delivery_id: int, *, ts: str) -> None:
+        """Set a `sending` delivery to `sent` with the Slack message timestamp.
+
+        A delivery that is already `sent` keeps its first ts, and the call logs a WARNING.
+        Raises DeliveryNotFound, or InvalidStateTransition when the delivery is `failed` or still
+        `pending` (call mark_sending before posting, so the attempt is recorded first).
+        """
+        async with self._session_factory() as session, session.begin():
+            updated = await _updated_row_count(
+                session,
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENDING)
+                .values(status=DeliveryStatus.SENT, ts=ts, updated_at=utc_now()),
+            )
+            if updated == 1:
+                logger.debug("Delivery %s sent with ts %s", delivery_id, ts)
+                return
+
+            current = await self._current_status(session, delivery_id)
+            if current == DeliveryStatus.SENT:
+                first_ts = await session.scalar(
+                    select(Delivery.ts).where(Delivery.id == delivery_id)
+                )
+                logger.warning(
+                    "Delivery %s is already sent with ts %s. Ignoring the repeated mark_sent "
+                    "with ts %s",
+                    delivery_id,
+                    first_ts,
+                    ts,
+                )
+                return
+            if current == DeliveryStatus.PENDING:
+                raise InvalidStateTransition(
+                    f"Delivery {delivery_id} is pending, so it cannot be marked sent: "
+                    "call mark_sending before posting."
+                )
+            raise InvalidStateTransition(
+                f"Delivery {delivery_id} is already {current}, so it cannot be marked sent: "
+                "sent and failed deliveries are final."
+            )
+
+    async def mark_failed(self, delivery_id: int, *, error: str, reason: str) -> None:
+        """Set a `pending` or `sending` delivery to `failed` with Slack's error code and a reason.
+
+        A delivery that is already `failed` keeps its first error, and the call logs a WARNING.
+        Raises DeliveryNotFound, or InvalidStateTransition when the delivery is `sent`.
+        """
+        async with self._session_factory() as session, session.begin():
+            updated = await _updated_row_count(
+                session,
+                update(Delivery)
+                .where(
+                    Delivery.id == delivery_id,
+                    Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+                )
+                .values(
+                    status=DeliveryStatus.FAILED,
+                    error=error,
+                    reason=reason,
+                    updated_at=utc_now(),
+                ),
+            )
+            if updated == 1:
+                logger.debug("Delivery %s failed: %s", delivery_id, error)
+                return
+
+            current = await self._current_status(session, delivery_id)
+            if current == DeliveryStatus.FAILED:
+                logger.warning(
+                    "Delivery %s is already failed. Ignoring the repeated mark_failed "
+                    "with error %s",
+                    delivery_id,
+                    error,
+                )
+                return
+            raise InvalidStateTransition(
+                f"Delivery {delivery_id} is already sent, so it cannot be marked failed: "
+                "the message is in the channel."
+            )
+
+    async def finish_broadcast(self, broadcast_id: int) -> BroadcastRecord:
+        """Derive and store the final status (see `broadcast_status_for`) and `finished_at`.
+
+        Finishing an already finished broadcast returns it unchanged. Raises BroadcastNotFound,
+        or InvalidStateTransition while any delivery is still `pending` or `sending`, because
+        those must be marked sent or failed first.
+        """
+        async with self._session_factory() as session, session.begin():
+            broadcast = await self._load_broadcast(session, broadcast_id)
+            if broadcast is None:
+                raise BroadcastNotFound(broadcast_id)
+            if broadcast.status in _FINISHED_BROADCAST_STATUSES:
+                return _broadcast_record(broadcast)
+
+            unfinished = [
+                delivery.id
+                for delivery in broadcast.deliveries
+                if delivery.status not in _FINAL_DELIVERY_STATUSES
+            ]
+            if unfinished:
+                raise InvalidStateTransition(
+                    f"Broadcast {broadcast_id} cannot finish: {len(unfinished)} deliveries are "
+                    f"still pending or sending (ids {unfinished[:10]}). Mark each one sent or "
+                    "failed first."
+                )
+            statuses = [DeliveryStatus(delivery.status) for delivery in broadcast.deliveries]
+            broadcast.status = broadcast_status_for(statuses)
+            broadcast.finished_at = utc_now()
+            record = _broadcast_record(broadcast)
+
+        sent = sum(1 for delivery in record.deliveries if delivery.status == DeliveryStatus.SENT)
+        logger.info(
+            "Broadcast %s finished as %s: %d of %d deliveries sent",
+            broadcast_id,
+            record.status,
+            sent,
+            len(record.deliveries),
+        )
+        return record
+
+    async def get_broadcast(self, broadcast_id: int) -> BroadcastRecord | None:
+        async with self._session_factory() as session, session.begin():
+            broadcast = await self._load_broadcast(session, broadcast_id)
+            return None if broadcast is None else _broadcast_record(broadcast)
+
+    async def list_broadcasts(self, team_id: str, *, limit: int = 20) -> Sequence[BroadcastRecord]:
+        """Return the workspace's latest `limit` broadcasts with their deliveries, newest first."""
+        _validate_limit(limit)
+        statement = (
+            select(Broadcast)
+            .where(Broadcast.team_id == team_id)
+            .order_by(Broadcast.created_at.desc(), Broadcast.id.desc())
+            .limit(limit)
+            .options(selectinload(Broadcast.deliveries))
+        )
+        async with self._session_factory() as session, session.begin():
+            broadcasts = (await session.scalars(statement)).all()
+            return tuple(_broadcast_record(broadcast) for broadcast in broadcasts)
+
+    async def _load_broadcast(self, session: AsyncSession, broadcast_id: int) -> Broadcast | None:
+        return await session.get(
+            Broadcast, broadcast_id, options=[selectinload(Broadcast.deliveries)]
+        )
+
+    async def _current_status(self, session: AsyncSession, delivery_id: int) -> DeliveryStatus:
+        status = await session.scalar(select(Delivery.status).where(Delivery.id == delivery_id))
+        if status is None:
+            raise DeliveryNotFound(delivery_id)
+        return DeliveryStatus(status)
+
+
+def _validate_timezone(timezone: str) -> str:
+    name = timezone.strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f'Time zone "{timezone}" was not found. Use an IANA name such as "Europe/Berlin".'
+        ) from exc
+    return name
+
+
+def _clean_managers(managers: Iterable[str]) -> tuple[str, ...]:
+    cleaned: dict[str, None] = {}
+    for user_id in managers:
+        stripped = user_id.strip()
+        if not stripped:
+            raise ValueError("A manager's Slack user id is empty. Remove it or enter an id.")
+        cleaned[stripped] = None
+    return tuple(cleaned)
+
+
+def _settings_changes(
+    before: WorkspaceSettings, after: WorkspaceSettings
+) -> dict[str, dict[str, Any]]:
+    changes: dict[str, dict[str, Any]] = {}
+    for name in ("channel_field", "channel_template", "timezone", "managers"):
+        old = getattr(before, name)
+        new = getattr(after, name)
+        if name == "managers":
+            old, new = [*old], [*new]
+        if old != new:
+            changes[name] = {"old": old, "new": new}
+    return changes
+
+
+class SqlSettingsStore:
+    """Per-workspace settings. A workspace that never saved any gets the defaults given here."""
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        *,
+        default_channel_field: str | None = None,
+        default_channel_template: str = DEFAULT_CHANNEL_TEMPLATE,
+        default_timezone: str = DEFAULT_TIMEZONE,
+    ) -> None:
+        self._session_factory = session_factory
+        self._default_channel_field = default_channel_field
+        self._default_channel_template = default_channel_template
+        self._default_timezone = default_timezone
+
+    async def get(self, team_id: str) -> WorkspaceSettings:
+        async with self._session_factory() as session, session.begin():
+            row = await session.get(WorkspaceSettingsRow, team_id)
+            return self._defaults(team_id) if row is None else self._from_row(row)
+
+    async def update(
+        self,
+        team_id: str,
+        *,
+        channel_field: str | None,
+        channel_template: str,
+        timezone: str,
+        managers: Iterable[str],
+        user_id: str,
+    ) -> WorkspaceSettings:
+        """Replace all settings of the workspace and audit the fields that changed.
+
+        An empty `channel_field` is stored as None. Raises ValueError for an empty template, an
+        unknown time zone or an empty manager id.
+        """
+        field = (channel_field or "").strip() or None
+        template = channel_template.strip()
+        if not template:
+            raise ValueError(
+                "The channel name template is empty. Enter one such as customer-{slug}."
+            )
+        zone = _validate_timezone(timezone)
+        manager_ids = _clean_managers(managers)
+
+        async with self._session_factory() as session, session.begin():
+            await self._ensure_workspace(session, team_id=team_id, name=None)
+            row = await session.get(WorkspaceSettingsRow, team_id)
+            before = self._defaults(team_id) if row is None else self._from_row(row)
+            if row is None:
+                row = WorkspaceSettingsRow(team_id=team_id)
+                session.add(row)
+            row.channel_field = field
+            row.channel_template = template
+            row.timezone = zone
+            row.managers = [*manager_ids]
+            row.updated_by = user_id
+            row.updated_at = utc_now()
+            after = self._from_row(row)
+            _add_audit(
+                session,
+                team_id=team_id,
+                user_id=user_id,
+                action=AuditAction.SETTINGS_UPDATED,
+                target=f"workspace:{team_id}",
+                details={"changes": _settings_changes(before, after)},
+            )
+
+        logger.info("Settings of team %s updated by %s", team_id, user_id)
+        return after
+
+    async def save_workspace(self, team_id: str, *, name: str | None) -> None:
+        """Insert the workspace, or update its name when it exists and `name` is given."""
+        async with self._session_factory() as session, session.begin():
+            await self._ensure_workspace(session, team_id=team_id, name=name)
+
+    async def _ensure_workspace(
+        self, session: AsyncSession, *, team_id: str, name: str | None
+    ) -> None:
+        workspace = await session.get(Workspace, team_id)
+        if workspace is None:
+            session.add(Workspace(team_id=team_id, name=name, created_at=utc_now()))
+            # Flushed now so the settings row's foreign key finds it.
+            await session.flush()
+        elif name is not None:
+            workspace.name = name
+
+    def _defaults(self, team_id: str) -> WorkspaceSettings:
+        return WorkspaceSettings(
+            team_id=team_id,
+            channel_field=self._default_channel_field,
+            channel_template=self._default_channel_template,
+            timezone=self._default_timezone,
+        )
+
+    def _from_row(self, row: WorkspaceSettingsRow) -> WorkspaceSettings:
+        return WorkspaceSettings(
+            team_id=row.team_id,
+            channel_field=row.channel_field,
+            channel_template=row.channel_template,
+            timezone=row.timezone,
+            managers=tuple(row.managers),
+            updated_by=row.updated_by,
+            updated_at=row.updated_at,
+        )
+
+
+class SqlAuditLog:
+    """The audit trail: who did what, to what and when, per workspace."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self._session_factory = session_factory
+
+    async def record(
+        self,
+        *,
+        team_id: str,
+        user_id: str,
+        action: str,
+        target: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntry:
+        """Insert one audit entry, such as `permission.denied`, and return it."""
+        async with self._session_factory() as session, session.begin():
+            entry = _add_audit(
+                session,
+                team_id=team_id,
+                user_id=user_id,
+                action=action,
+                target=target,
+                details=details or {},
+            )
+            await session.flush()
+            return _audit_entry(entry)
+
+    async def list(self, team_id: str, *, limit: int = 50) -> Sequence[AuditEntry]:
+        """Return the workspace's latest `limit` entries, newest first."""
+        _validate_limit(limit)
+        statement = (
+            select(AuditLogEntry)
+            .where(AuditLogEntry.team_id == team_id)
+            .order_by(AuditLogEntry.created_at.desc(), AuditLogEntry.id.desc())
+            .limit(limit)
+        )
+        async with self._session_factory() as session, session.begin():
+            entries = (await session.scalars(statement)).all()
+            return tuple(_audit_entry(entry) for entry in entries)
