@@ -24,6 +24,5 @@ async def start_server(app: web.Application, *, host: str = "127.0.0.1", port: i
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
-    bound_port = sockets[0].getsockname()[1]
+    bound_port = runner.addresses[0][1]
     return RunningServer(url=f"http://{host}:{bound_port}", runner=runner)
