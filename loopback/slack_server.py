@@ -118,6 +118,11 @@ class SlackState:
     calls: list[RecordedCall] = field(default_factory=list)
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     ephemeral_messages: list[dict[str, Any]] = field(default_factory=list)
+    # Modal views by view id, App Home views by user id, and payloads posted to response URLs by
+    # the path segment after /response/.
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    home_views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    responses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for channel in self.channels:
@@ -141,10 +146,35 @@ class SlackState:
     def channel(self, channel_id: str) -> dict[str, Any] | None:
         return self._channels_by_id.get(channel_id)
 
+    def open_dm(self, user_id: str) -> dict[str, Any]:
+        """Return the direct-message conversation between the bot and `user_id`, creating it once."""
+        dm_id = "D" + user_id.removeprefix("U")
+        existing = self._channels_by_id.get(dm_id)
+        if existing is not None:
+            return existing
+        dm = {**_CHANNEL_DEFAULTS, "id": dm_id, "name": "", "is_private": True, "is_member": True}
+        dm.update({"is_im": True, "user": user_id})
+        self.channels.append(dm)
+        self._channels_by_id[dm_id] = dm
+        return dm
+
+    def dm_messages(self, user_id: str) -> list[dict[str, Any]]:
+        """Return the messages the bot sent to `user_id` in a direct message, oldest first."""
+        return self.posts_in("D" + user_id.removeprefix("U"))
+
+    def responses_to(self, response_url: str) -> list[dict[str, Any]]:
+        """Return the payloads posted to a response URL of this server, oldest first."""
+        return list(self.responses.get(response_url.rstrip("/").rsplit("/", 1)[-1], []))
+
     def find_channel(self, reference: str) -> dict[str, Any] | None:
-        """Look up a channel by id, or by name with or without `#`, as chat.postMessage accepts."""
+        """Look up a channel by id, or by name with or without `#`, as chat.postMessage accepts.
+
+        A user id opens the direct message with that user, as Slack does for bot tokens.
+        """
         if reference in self._channels_by_id:
             return self._channels_by_id[reference]
+        if reference.startswith(("U", "W")) and reference[1:].isalnum():
+            return self.open_dm(reference)
         name = reference.removeprefix("#")
         return next((channel for channel in self.channels if channel["name"] == name), None)
 
@@ -198,8 +228,15 @@ def create_slack_app(state: SlackState) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         return await _handle_call(state, request)
 
+    async def respond(request: web.Request) -> web.Response:
+        payload = await request.json()
+        state.responses.setdefault(request.match_info["response_id"], []).append(payload)
+        return web.Response(text="ok")
+
     app.router.add_route("POST", "/api/{method}", handle)
     app.router.add_route("GET", "/api/{method}", handle)
+    # Stands in for the response_url that Slack puts in command and interaction payloads.
+    app.router.add_route("POST", "/response/{response_id}", respond)
     return app
 
 
@@ -386,6 +423,8 @@ def _conversations_list(state: SlackState, params: Mapping[str, Any]) -> _Reply:
         return _error("invalid_cursor")
 
     def listed(channel: Mapping[str, Any]) -> bool:
+        if channel.get("is_im"):
+            return False
         kind = "private_channel" if channel["is_private"] else "public_channel"
         if kind not in types or not _is_visible(channel):
             return False
@@ -628,7 +667,70 @@ def _record_only(state: SlackState, params: Mapping[str, Any]) -> _Reply:
     return _Reply({"ok": True})
 
 
+def _store_view(state: SlackState, view: Any, *, view_id: str | None = None) -> dict[str, Any] | _Reply:
+    if not isinstance(view, dict) or view.get("type") not in ("modal", "home"):
+        return _error("invalid_arguments")
+    blocks = view.get("blocks", [])
+    if not isinstance(blocks, list) or len(blocks) > 100:
+        return _error("invalid_arguments", detail="a view holds at most 100 blocks")
+    stored = {
+        **view,
+        "id": view_id or f"V{len(state.views) + len(state.home_views) + 1:010d}",
+        "hash": f"{time.time():.6f}.{state.next_ts()}",
+        "state": {"values": {}},
+    }
+    state.views[stored["id"]] = stored
+    return stored
+
+
+def _views_open(state: SlackState, params: Mapping[str, Any]) -> _Reply:
+    # Slack accepts each trigger_id once, within 3 seconds of the interaction.
+    if not params.get("trigger_id"):
+        return _error("invalid_trigger_id")
+    stored = _store_view(state, _json_value(params.get("view")))
+    return stored if isinstance(stored, _Reply) else _Reply({"ok": True, "view": stored})
+
+
+def _views_update(state: SlackState, params: Mapping[str, Any]) -> _Reply:
+    view_id = str(params.get("view_id") or "")
+    if not view_id:
+        external_id = params.get("external_id")
+        view_id = next((key for key, view in state.views.items() if view.get("external_id") == external_id), "")
+    current = state.views.get(view_id)
+    if current is None:
+        return _error("not_found")
+    if params.get("hash") and params["hash"] != current["hash"]:
+        return _error("hash_conflict")
+    stored = _store_view(state, _json_value(params.get("view")), view_id=view_id)
+    return stored if isinstance(stored, _Reply) else _Reply({"ok": True, "view": stored})
+
+
+def _views_publish(state: SlackState, params: Mapping[str, Any]) -> _Reply:
+    user_id = str(params.get("user_id") or "")
+    if not user_id:
+        return _error("invalid_arguments")
+    stored = _store_view(state, _json_value(params.get("view")))
+    if isinstance(stored, _Reply):
+        return stored
+    state.views.pop(stored["id"], None)
+    state.home_views[user_id] = stored
+    return _Reply({"ok": True, "view": stored})
+
+
+def _conversations_open(state: SlackState, params: Mapping[str, Any]) -> _Reply:
+    users = [user for user in str(params.get("users", "")).split(",") if user]
+    if len(users) != 1:
+        return _error("invalid_arguments")
+    dm = state.open_dm(users[0])
+    return _Reply({"ok": True, "channel": {"id": dm["id"], "is_im": True, "user": users[0]}})
+
+
 _METHODS: dict[str, Callable[[SlackState, Mapping[str, Any]], _Reply]] = {
+    "views.open": _views_open,
+    "views.push": _views_open,
+    "views.update": _views_update,
+    "views.publish": _views_publish,
+    "conversations.open": _conversations_open,
     "auth.test": _auth_test,
     "conversations.list": _conversations_list,
     "conversations.info": _conversations_info,

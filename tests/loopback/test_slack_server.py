@@ -417,12 +417,53 @@ async def test_unknown_method_is_recorded_and_ok(serve: ServeSlack) -> None:
     state = _workspace()
     call = await serve(state)
 
-    _, _, body = await call("views.open", {"trigger_id": "123.456", "view": "{}"})
+    _, _, body = await call("pins.add", {"channel": "C1", "timestamp": "123.456"})
 
     assert body == {"ok": True}
-    recorded = state.calls_to("views.open")
+    recorded = state.calls_to("pins.add")
     assert len(recorded) == 1
-    assert recorded[0].params["trigger_id"] == "123.456"
+    assert recorded[0].params["timestamp"] == "123.456"
+
+
+async def test_views_update_rejects_stale_hash(serve: ServeSlack) -> None:
+    state = _workspace()
+    call = await serve(state)
+    modal = json.dumps({"type": "modal", "title": {"type": "plain_text", "text": "T"}, "blocks": []})
+
+    _, _, opened = await call("views.open", {"trigger_id": "1.2", "view": modal})
+    view_id, first_hash = opened["view"]["id"], opened["view"]["hash"]
+    _, _, updated = await call("views.update", {"view_id": view_id, "hash": first_hash, "view": modal})
+    _, _, stale = await call("views.update", {"view_id": view_id, "hash": first_hash, "view": modal})
+    _, _, no_trigger = await call("views.open", {"view": modal})
+
+    assert updated["ok"] is True
+    assert updated["view"]["hash"] != first_hash
+    assert stale == {"ok": False, "error": "hash_conflict"}
+    assert no_trigger == {"ok": False, "error": "invalid_trigger_id"}
+
+
+async def test_post_to_user_id_lands_in_direct_message(serve: ServeSlack) -> None:
+    state = _workspace()
+    call = await serve(state)
+
+    _, _, posted = await call("chat.postMessage", {"channel": "U0ALICE", "text": "report"})
+    _, _, listed = await call("conversations.list", {"types": "public_channel,private_channel"})
+
+    assert posted["ok"] is True
+    assert posted["channel"] == "D0ALICE"
+    assert [message["text"] for message in state.dm_messages("U0ALICE")] == ["report"]
+    assert "D0ALICE" not in [channel["id"] for channel in listed["channels"]]
+
+
+async def test_views_publish_stores_home_per_user(serve: ServeSlack) -> None:
+    state = _workspace()
+    call = await serve(state)
+    home = json.dumps({"type": "home", "blocks": [{"type": "divider"}]})
+
+    _, _, published = await call("views.publish", {"user_id": "U0ALICE", "view": home})
+
+    assert published["ok"] is True
+    assert state.home_views["U0ALICE"]["blocks"] == [{"type": "divider"}]
 
 
 async def test_calls_are_recorded_without_token(serve: ServeSlack, clock: ManualClock) -> None:
