@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -755,7 +756,13 @@ def _load_channels(path: Path) -> list[dict[str, Any]]:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    channels = _load_channels(args.channels) if args.channels else []
+    if args.channels:
+        channels = _load_channels(args.channels)
+    else:
+        # Lazy import: the sample generator is only needed when no channel file is given.
+        from loopback.sample_data import generate_sample
+
+        channels = generate_sample(seed=args.seed, today=args.today, company_count=args.companies).channels
     state = SlackState(
         channels=channels,
         bot_token=args.token,
@@ -778,7 +785,16 @@ def main(argv: list[str] | None = None) -> None:
         description="Serve a fake Slack Web API on 127.0.0.1 for demos and manual tests.",
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port to listen on, or 0 for a free one (default 0)")
-    parser.add_argument("--channels", type=Path, help="JSON file with the workspace's channel objects")
+    parser.add_argument(
+        "--channels",
+        type=Path,
+        help="JSON file with the workspace's channel objects (default: the channels of the generated sample)",
+    )
+    parser.add_argument("--seed", type=int, default=20261204, help="seed of the generated sample (default 20261204)")
+    parser.add_argument(
+        "--today", type=date.fromisoformat, default=date.today(), help="date the sample is generated for (YYYY-MM-DD)"
+    )
+    parser.add_argument("--companies", type=int, default=2000, help="companies in the generated sample (default 2000)")
     parser.add_argument("--token", default="xoxb-loopback", help="bot token the server accepts (default xoxb-loopback)")
     parser.add_argument(
         "--workspace-posts-per-second",
