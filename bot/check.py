@@ -1,4 +1,4 @@
-"""`segment-bot check`: try each connection and setting, and say what to fix.
+"""`segment-bot check`: try each connection and setting, and report what to fix.
 
 Each check runs even when an earlier one failed, so one run lists every problem at once.
 """
@@ -79,12 +79,12 @@ async def _check_channel_field(settings: Settings) -> CheckResult:
         return CheckResult(False, "cannot check the field without PLANHAT_API_TOKEN.")
     async with PlanhatClient(base_url=settings.planhat_api_url, token=settings.planhat_api_token) as client:
         names = [definition.name for definition in await client.fetch_custom_fields()]
-    wanted = field.removeprefix("custom.")
-    if wanted in names:
-        return CheckResult(True, f'"{wanted}" is a company custom field; companies without it use "{template}".')
-    closest = difflib.get_close_matches(wanted, names, n=1)
+    field_name = field.removeprefix("custom.")
+    if field_name in names:
+        return CheckResult(True, f'"{field_name}" is a company custom field; companies without it use "{template}".')
+    closest = difflib.get_close_matches(field_name, names, n=1)
     hint = f' Did you mean "custom.{closest[0]}"?' if closest else ""
-    return CheckResult(False, f'Planhat has no company custom field named "{wanted}".{hint} Fix PLANHAT_CHANNEL_FIELD.')
+    return CheckResult(False, f'Planhat has no company custom field named "{field_name}".{hint} Fix PLANHAT_CHANNEL_FIELD.')
 
 
 async def _check_slack(settings: Settings) -> CheckResult:
@@ -94,11 +94,11 @@ async def _check_slack(settings: Settings) -> CheckResult:
     response = await client.auth_test()
     granted = {scope.strip() for scope in response.headers.get("x-oauth-scopes", "").split(",") if scope.strip()}
     missing = [scope for scope in REQUIRED_SCOPES if scope not in granted]
-    who = f'workspace "{response.get("team")}" as @{response.get("user")}'
+    identity = f'workspace "{response.get("team")}" as @{response.get("user")}'
     if missing:
         reasons = "; ".join(f"{scope} ({REQUIRED_SCOPES[scope]})" for scope in missing)
-        return CheckResult(False, f"{who}, but scopes are missing: {reasons}. Add them from manifest.yml and reinstall.")
-    return CheckResult(True, f"{who} with every scope the app needs.")
+        return CheckResult(False, f"{identity}, but scopes are missing: {reasons}. Add them from manifest.yml and reinstall.")
+    return CheckResult(True, f"{identity} with every scope the app needs.")
 
 
 async def _check_channels(settings: Settings) -> CheckResult:

@@ -1,4 +1,4 @@
-"""The `segment-bot` command line: demo, preview and check.
+"""The `segment-bot` command line: demo, preview, check and serve.
 
 Each command builds its clients from `Settings`, runs one coroutine and turns expected failures into
 one sentence on stderr with a non-zero exit status. Results are printed only once complete, so a

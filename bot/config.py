@@ -20,7 +20,7 @@ DEFAULT_CHANNEL_TEMPLATE = "customer-{slug}"
 
 
 class ConfigError(UserFacingError):
-    """A setting is missing or invalid; the message names it and says how to fix it."""
+    """A setting is missing or invalid. The message names the setting and the fix."""
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def print_audience(console: Console, audience: Audience, *, title: str | None = 
         table.add_column("Channel", overflow="fold")
         for row in audience.matched[:rows]:
             values = ", ".join(f"{label} {value}" for label, value in row.reasons.items())
-            # markup=False keeps CRM text such as "[bold]" or "<!channel>" literal.
+            # Escaping "[" keeps CRM text such as "[bold]" from being read as rich markup.
             table.add_row(_literal(row.company_name), _literal(values), _literal(f"#{row.channel_name}"))
         console.print(table)
         if len(audience.matched) > rows:
