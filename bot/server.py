@@ -1,0 +1,93 @@
+"""`segment-bot serve`: run the Bolt app over HTTP (or Socket Mode) until SIGTERM or SIGINT.
+
+HTTP mode serves `POST /slack/events` for slash commands, interactivity and options loads, and
+`GET /healthz`. On a stop signal the server stops taking requests, lets broadcasts in flight finish
+for a grace period, and cancels the rest, whose deliveries stay `pending` in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from sqlalchemy import text
+
+from bot.app import build_app
+from bot.config import Settings
+from bot.services import Services, build_services
+
+logger = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+# How long a stop signal waits for broadcasts in flight before cancelling them.
+SHUTDOWN_GRACE_SECONDS = 25.0
+
+
+def create_web_app(app: AsyncApp, services: Services) -> web.Application:
+    """Return the aiohttp application that routes Slack requests to Bolt and answers health checks."""
+
+    async def slack_events(request: web.Request) -> web.Response:
+        bolt_request = await to_bolt_request(request)
+        bolt_response = await app.async_dispatch(bolt_request)
+        return await to_aiohttp_response(bolt_response)
+
+    async def healthz(request: web.Request) -> web.Response:
+        try:
+            async with services.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - any database failure makes the instance unhealthy
+            logger.warning("Health check failed: database unavailable: %s", exc)
+            return web.json_response({"ok": False, "database": "unavailable"}, status=503)
+        return web.json_response({"ok": True, "background_tasks": services.tasks.running})
+
+    web_app = web.Application()
+    web_app.router.add_post(EVENTS_PATH, slack_events)
+    web_app.router.add_get("/healthz", healthz)
+    return web_app
+
+
+async def serve(settings: Settings, *, host: str = "0.0.0.0", ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT. `ready` is set once requests are being accepted."""
+    settings.require("SLACK_BOT_TOKEN", "PLANHAT_API_TOKEN")
+    if settings.slack_app_token is None:
+        settings.require("SLACK_SIGNING_SECRET")
+    services = await build_services(settings)
+    app = build_app(services)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    runner = web.AppRunner(create_web_app(app, services), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, settings.port)
+    await site.start()
+    socket_handler = None
+    try:
+        if settings.slack_app_token:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            socket_handler = AsyncSocketModeHandler(app, settings.slack_app_token)
+            await socket_handler.connect_async()
+            logger.info("Connected in Socket Mode; health checks on port %d", settings.port)
+        else:
+            logger.info("Listening on %s:%d (%s, /healthz)", host, settings.port, EVENTS_PATH)
+        print(f"segment-bot is listening on http://{host}:{settings.port}{EVENTS_PATH}", flush=True)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        logger.info("Stop signal received; finishing work in flight")
+    finally:
+        if socket_handler is not None:
+            await socket_handler.close_async()
+        await site.stop()
+        await services.tasks.drain(timeout=SHUTDOWN_GRACE_SECONDS)
+        await runner.cleanup()
+        await services.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        logger.info("Stopped")

@@ -1,0 +1,1 @@
+"""Block Kit builders: small pure functions from domain values to view and message dicts."""
