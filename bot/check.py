@@ -24,6 +24,7 @@ REQUIRED_SCOPES = {
     "channels:read": "listing public channels to map companies",
     "groups:read": "listing private channels the app was invited to",
     "channels:join": "joining a public channel before posting to it",
+    "users:read": "telling workspace admins, who may manage segments, from other members",
 }
 
 
