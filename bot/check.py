@@ -37,6 +37,7 @@ class CheckResult:
 async def run_check(settings: Settings, *, console: Console) -> int:
     """Print one line per check; return 0 when all pass, 1 otherwise."""
     checks: list[tuple[str, Callable[[Settings], Awaitable[CheckResult]]]] = [
+        ("Signing secret", _check_signing_secret),
         ("Planhat token", _check_planhat),
         ("Channel field", _check_channel_field),
         ("Slack token and scopes", _check_slack),
@@ -61,6 +62,14 @@ async def run_check(settings: Settings, *, console: Console) -> int:
     return 0
 
 
+async def _check_signing_secret(settings: Settings) -> CheckResult:
+    if settings.slack_signing_secret or settings.slack_app_token:
+        return CheckResult(True, "set, so `serve` can verify requests from Slack.")
+    return CheckResult(
+        False, "SLACK_SIGNING_SECRET is not set; `serve` needs it. Copy it from the app's Basic Information page."
+    )
+
+
 async def _check_planhat(settings: Settings) -> CheckResult:
     if not settings.planhat_api_token:
         return CheckResult(False, "PLANHAT_API_TOKEN is not set. Create a token under Settings > Service Accounts in Planhat.")
@@ -74,12 +83,16 @@ async def _check_channel_field(settings: Settings) -> CheckResult:
     template = settings.channel_name_template
     if not field:
         return CheckResult(True, f'PLANHAT_CHANNEL_FIELD is not set, so channels are found by the name template "{template}".')
-    if not field.startswith("custom."):
-        return CheckResult(True, f'using the Planhat field "{field}", then the template "{template}".')
     if not settings.planhat_api_token:
         return CheckResult(False, "cannot check the field without PLANHAT_API_TOKEN.")
     async with PlanhatClient(base_url=settings.planhat_api_url, token=settings.planhat_api_token) as client:
         names = [definition.name for definition in await client.fetch_custom_fields()]
+    if not field.startswith("custom."):
+        if field in names:
+            return CheckResult(
+                False, f'"{field}" is a custom field, so write it as "custom.{field}" in PLANHAT_CHANNEL_FIELD.'
+            )
+        return CheckResult(True, f'using the Planhat field "{field}", then the template "{template}".')
     field_name = field.removeprefix("custom.")
     if field_name in names:
         return CheckResult(True, f'"{field_name}" is a company custom field; companies without it use "{template}".')

@@ -14,11 +14,12 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 
+import sqlalchemy.exc
 from rich.console import Console
 
 from bot.config import ConfigError, Settings
+from segments.errors import UserFacingError, describe_error
 from segments.rules import RuleError
-from segments.errors import describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place that turns failures into an exit status
         message = describe_error(exc)
         if message is None:
-            logger.exception("segment-bot %s failed unexpectedly", args.command)
-            message = f"Unexpected error: {exc!r}. Run again with --verbose for details."
+            if args.verbose:
+                logger.exception("segment-bot %s failed unexpectedly", args.command)
+                message = f"Unexpected error: {exc!r}."
+            else:
+                message = f"Unexpected error: {exc!r}. Run again with --verbose for the traceback."
         print(f"segment-bot: {message}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, (ConfigError, RuleError)) else EXIT_FAILED
 
@@ -88,7 +92,8 @@ def _console() -> Console:
     """Return a console for stdout; output piped to a file or another program gets 120 columns."""
     console = Console()
     if not console.is_terminal:
-        console = Console(width=120)
+        # soft_wrap keeps each summary line whole, so piped output can be searched with grep.
+        console = Console(width=120, soft_wrap=True)
     return console
 
 
@@ -129,7 +134,18 @@ async def _run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from bot.server import serve
 
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    await serve(settings, host=args.host)
+    # Bolt logs a rejected request's whole body at INFO; keep request bodies out of the log.
+    logging.getLogger("slack_bolt").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        await serve(settings, host=args.host)
+    except OSError as exc:
+        raise UserFacingError(
+            f"Could not listen on {args.host}:{settings.port} ({exc.strerror}). Set PORT to a free port."
+        ) from exc
+    except sqlalchemy.exc.OperationalError as exc:
+        raise UserFacingError(
+            f"Could not open the database at DATABASE_URL ({exc.orig}). Check the path or server."
+        ) from exc
     return 0
 
 

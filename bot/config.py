@@ -57,6 +57,11 @@ class Settings:
                 'use a name such as "UTC" or "Europe/Stockholm".'
             ) from exc
 
+        for url_name in ("SLACK_API_URL", "PLANHAT_API_URL"):
+            url = text(url_name)
+            if url is not None and not url.startswith(("https://", "http://")):
+                raise ConfigError(f'{url_name} "{url}" must start with https:// or http://.')
+
         template = text("CHANNEL_NAME_TEMPLATE") or DEFAULT_CHANNEL_TEMPLATE
         if "{slug}" not in template:
             raise ConfigError(

@@ -39,12 +39,13 @@ DEMO_USER = "U0DEMO"
 PLANHAT_TOKEN = "demo-planhat-token"
 SLACK_TOKEN = "xoxb-demo-token"
 
-# The five example segments: name, then rules as a person would type them.
+# The five example segments: name, then rules as a person would type them. Two use a threshold of
+# 40, a common mistake on Planhat's 0-10 health scale, so the demo shows the preview's warning.
 EXAMPLES = [
-    ("Low health", "Health Score less than 40"),
+    ("Health below 40", "Health Score less than 40"),
     ("Renewing soon", "Renewal Date within 60 days"),
     ("Onboarding", 'Lifecycle Stage equals "Onboarding"'),
-    ("Low health, large accounts", "Health Score less than 40 AND ARR greater than 50000"),
+    ("Health below 40, ARR over 50k", "Health Score less than 40 AND ARR greater than 50000"),
     ("ARR over 10k", "ARR greater than 10000"),
 ]
 SEND_TO = "Onboarding"

@@ -40,9 +40,9 @@ def print_audience(console: Console, audience: Audience, *, title: str | None = 
     if title:
         console.print(f"  rules: {audience.rules_text}")
     console.print(
-        f"  {len(audience.matched):,} companies matched of {audience.company_count:,}, "
-        f"reaching {len(audience.targets):,} channels; {len(audience.unmapped):,} unmapped. "
-        f"Planhat data fetched {audience.fetched_at:%Y-%m-%d %H:%M:%S %Z} in "
+        f"  {audience.matching_company_count:,} of {audience.company_count:,} companies match, "
+        f"reaching {len(audience.targets):,} channels; {audience.companies_without_channel:,} "
+        f"have no channel. Planhat data fetched {audience.fetched_at:%Y-%m-%d %H:%M:%S %Z} in "
         f"{audience.planhat_calls} call{'s' if audience.planhat_calls != 1 else ''}."
     )
     if audience.matched:

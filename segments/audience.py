@@ -6,6 +6,7 @@ same way as what is sent. Previews may use short-lived caches; sends always ask 
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
 from collections import Counter
@@ -26,9 +27,10 @@ from segments.channels import (
 from segments.evaluate import EvaluationContext, build_matcher, rule_warnings
 from segments.ports import CompanySource, DeliveryTarget, QualifyingCompany
 from segments.properties import PropertyCatalog
-from segments.rules import RuleNode, rule_properties
+from segments.rules import Operator, RuleNode, iter_conditions, rule_properties
 from segments.text import format_rules, parse_rules
-from segments.values import is_empty
+from segments.properties import ValueType
+from segments.values import is_empty, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,20 @@ class Audience:
     company_count: int
     fetched_at: datetime
     planhat_calls: int
+
+    @property
+    def matching_company_count(self) -> int:
+        """Return how many distinct companies the rules match, with or without a channel."""
+        return len({row.company_id for row in self.matched} | {row.company_id for row in self.unmapped})
+
+    @property
+    def companies_without_channel(self) -> int:
+        """Return how many matching companies reach no channel at all.
+
+        A company whose channel field names two channels, one missing, is in both `matched` and
+        `unmapped`; it still reaches a channel, so it is not counted here.
+        """
+        return len({row.company_id for row in self.unmapped} - {row.company_id for row in self.matched})
 
     def to_json(self) -> dict[str, Any]:
         """Return the documented JSON form: `matched`, `unmapped` and `warnings`."""
@@ -178,7 +194,12 @@ class AudienceResolver:
             )
             for target in resolution.targets()
         ]
-        warnings = [*rule_warnings(rules, catalog), *_missing_value_warnings(rules, catalog, snapshot.companies)]
+        warnings = [
+            *rule_warnings(rules, catalog),
+            *_missing_value_warnings(rules, catalog, snapshot.companies),
+            *_unknown_text_value_warnings(rules, catalog, snapshot.companies),
+            *_channel_field_warnings(mapping, snapshot.companies),
+        ]
         logger.info(
             "Resolved audience: %d of %d companies matched, %d channels, %d unmapped, %.2fs",
             len(selected),
@@ -221,3 +242,48 @@ def _missing_value_warnings(rules: RuleNode, catalog: PropertyCatalog, companies
                 "other than \"is empty\" do not match them."
             )
     return warnings
+
+
+# Text comparisons whose values must equal a company's value, so a value no company has is a typo.
+_EXACT_TEXT_OPERATORS = frozenset({Operator.EQUALS, Operator.IN})
+
+
+def _unknown_text_value_warnings(
+    rules: RuleNode, catalog: PropertyCatalog, companies: Sequence[Any]
+) -> list[str]:
+    """Warn when an `equals` or `in` value matches no company's value, suggesting the closest one."""
+    warnings: list[str] = []
+    seen_by_key: dict[str, dict[str, str]] = {}
+    for condition in iter_conditions(rules):
+        prop = catalog.get(condition.property)
+        if prop.type is not ValueType.TEXT or condition.operator not in _EXACT_TEXT_OPERATORS:
+            continue
+        if prop.key not in seen_by_key:
+            seen: dict[str, str] = {}
+            for company in companies:
+                text = read_text(company.get(prop.source))
+                if text:
+                    seen.setdefault(text.casefold(), text)
+            seen_by_key[prop.key] = seen
+        seen = seen_by_key[prop.key]
+        for value in condition.values:
+            wanted = str(value).strip()
+            if wanted.casefold() in seen:
+                continue
+            closest = difflib.get_close_matches(wanted.casefold(), list(seen), n=1)
+            hint = f' Did you mean "{seen[closest[0]]}"?' if closest else ""
+            warnings.append(f'No company in Planhat has {prop.label} "{wanted}".{hint}')
+    return warnings
+
+
+def _channel_field_warnings(mapping: ChannelMapping, companies: Sequence[Any]) -> list[str]:
+    """Warn when the configured channel field is empty for every company: probably a wrong name."""
+    if not mapping.field or not companies:
+        return []
+    if any(not is_empty(company.get(mapping.field)) for company in companies):
+        return []
+    return [
+        f'No company in Planhat has a value in the channel field "{mapping.field}", so every '
+        f'channel comes from the name template "{mapping.template}". Check PLANHAT_CHANNEL_FIELD: '
+        'custom fields are written "custom.Field Name".'
+    ]

@@ -37,7 +37,11 @@ def describe_error(exc: BaseException) -> str | None:
     if isinstance(exc, PlanhatError):
         return exc.user_message
     if isinstance(exc, SlackApiError):
-        error = str(exc.response.get("error", "")) if exc.response is not None else ""
+        data = exc.response.data if exc.response is not None else None
+        if not isinstance(data, dict):
+            # A non-JSON body means the URL does not point at a Slack Web API.
+            return "The Slack Web API answered with something other than JSON. Check SLACK_API_URL (it ends in /api/)."
+        error = str(data.get("error", ""))
         return _SLACK_FIXES.get(
             error, f"Slack answered with the error \"{error or 'unknown'}\". Check SLACK_BOT_TOKEN and SLACK_API_URL."
         )

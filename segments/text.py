@@ -461,6 +461,14 @@ class _Parser:
                 f'{prop.label} is a number, so "{written}" needs a number, but got '
                 f'"{token.text}" {self._where(token)}.'
             )
+        # Previews print numbers as "62,000", so people copy that form back into rules.
+        following = self._peek()
+        if following.kind is _Kind.COMMA and re.fullmatch(r"\d{3}", self._peek(1).text):
+            grouped = f"{token.text},{self._peek(1).text}"
+            raise InvalidValueError(
+                f'Write numbers without thousands separators: "{grouped.replace(",", "")}", '
+                f'not "{grouped}" {self._where(token)}.'
+            )
         return number
 
     def _parse_text(self, prop: Property, written: str) -> str:

@@ -988,9 +988,8 @@ def preview_audience_blocks(audience: Audience) -> list[dict[str, Any]]:
     matched, unmapped companies grouped by reason, warnings and when Planhat was read. All CRM
     text is escaped so company names cannot ping or link.
     """
-    companies = len({row.company_id for row in audience.matched})
     channels = _plural(len(audience.targets), "channel", "channels")
-    matching = _plural(companies, "company", "companies")
+    matching = _plural(audience.matching_company_count, "company", "companies")
     lines = ["*Preview*", f"*{channels}* match, for {matching} of {audience.company_count:,}."]
     for target in audience.targets[:PREVIEW_CHANNELS]:
         first = target.companies[0] if target.companies else None

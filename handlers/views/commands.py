@@ -356,9 +356,10 @@ def preview_blocks(*, audience: Audience, segment_name: str | None) -> list[dict
 def preview_text(*, audience: Audience, segment_name: str | None) -> str:
     """Return the notification text of a preview, which clients show where blocks cannot be."""
     subject = f'"{segment_name}"' if segment_name else "These rules"
-    companies = len(audience.matched) + len(audience.unmapped)
+    verb = "reaches" if segment_name else "reach"
+    companies = audience.matching_company_count
     return (
-        f"{subject} reach {_plural(len(audience.targets), 'channel')} "
+        f"{subject} {verb} {_plural(len(audience.targets), 'channel')} "
         f"({_plural(companies, 'company', 'companies')} matched)."
     )
 
@@ -369,11 +370,11 @@ def _summary(audience: Audience) -> str:
         return f"No company matches these rules right now, out of {total:,} in Planhat."
     text = (
         f"*{_plural(len(audience.targets), 'channel')}* would get the message: "
-        f"{_plural(len(audience.matched) + len(audience.unmapped), 'company', 'companies')} of "
+        f"{_plural(audience.matching_company_count, 'company', 'companies')} of "
         f"{audience.company_count:,} match"
     )
-    if audience.unmapped:
-        text += f", and {len(audience.unmapped):,} of them have no channel"
+    if audience.companies_without_channel:
+        text += f", and {audience.companies_without_channel:,} of them have no channel"
     return text + "."
 
 

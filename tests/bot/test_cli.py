@@ -53,6 +53,7 @@ async def servers() -> AsyncIterator[Servers]:
         "SLACK_API_URL": f"{running[1].url}/api/",
         "SLACK_BOT_TOKEN": SLACK_TOKEN,
         "PLANHAT_CHANNEL_FIELD": "custom.Slack Channel",
+        "SLACK_SIGNING_SECRET": "cli-signing-secret",
     }
     try:
         yield Servers(sample=sample, planhat=planhat, slack=slack, env=env)
@@ -124,7 +125,7 @@ async def test_preview_table_warns_on_out_of_range_health(servers: Servers) -> N
     run = await run_cli("preview", "--where", "Health Score less than 40", env=servers.env)
 
     assert run.code == 0, run.stderr
-    assert "companies matched" in run.stdout
+    assert "companies match, reaching" in run.stdout
     assert "Health Score is 0-10 in Planhat" in run.stdout
 
 
@@ -177,6 +178,27 @@ async def test_check_passes_on_a_good_setup(servers: Servers) -> None:
 
     assert run.code == 0, run.stdout + run.stderr
     assert "All checks passed." in run.stdout
+
+
+async def test_check_catches_custom_field_without_prefix(servers: Servers) -> None:
+    run = await run_cli("check", env={**servers.env, "PLANHAT_CHANNEL_FIELD": "Slack Channel"})
+
+    assert run.code == 1
+    assert 'write it as "custom.Slack Channel"' in run.stdout
+
+
+async def test_setting_errors_print_one_sentence_without_traceback(servers: Servers) -> None:
+    bad_url = await run_cli("preview", "--where", "ARR > 1", env={**servers.env, "PLANHAT_API_URL": "127.0.0.1:1"})
+    not_slack = await run_cli(
+        "preview", "--where", "ARR > 1", env={**servers.env, "SLACK_API_URL": servers.env["PLANHAT_API_URL"] + "/"}
+    )
+
+    assert bad_url.code == 2
+    assert bad_url.stderr.count("\n") == 1
+    assert "must start with https:// or http://" in bad_url.stderr
+    assert not_slack.code == 1
+    assert "Traceback" not in not_slack.stderr
+    assert not_slack.stderr.count("\n") == 1
 
 
 async def test_check_reports_missing_scope_and_unknown_field(servers: Servers) -> None:

@@ -223,7 +223,7 @@ def test_preview_text_counts_channels_and_companies() -> None:
 
     assert (
         preview_text(audience=audience, segment_name="At risk")
-        == '"At risk" reach 3 channels (4 companies matched).'
+        == '"At risk" reaches 3 channels (4 companies matched).'
     )
 
 

@@ -126,3 +126,37 @@ async def test_missing_health_scores_are_warned_about(setup: Setup) -> None:
     assert any("no Health Score" in warning for warning in audience.warnings)
     null_health = set(setup.sample.cases[SampleCase.NULL_HEALTH])
     assert not null_health & {row.company_id for row in audience.matched}
+
+
+async def test_matching_company_count_counts_distinct_companies(setup: Setup) -> None:
+    expected = {
+        company["_id"]
+        for company in setup.sample.companies
+        if isinstance(company.get("name"), str) and company["name"].strip() and company["name"] != "undefined"
+    }
+    rules, catalog = await setup.resolver.parse("Name is not empty")
+
+    audience = await setup.resolver.resolve(rules, catalog=catalog, today=TODAY)
+
+    assert audience.matching_company_count == len(expected)
+    assert audience.companies_without_channel == len(
+        {row.company_id for row in audience.unmapped} - {row.company_id for row in audience.matched}
+    )
+
+
+async def test_misspelled_text_value_suggests_closest(setup: Setup) -> None:
+    rules, catalog = await setup.resolver.parse('Lifecycle Stage equals "Onbording"')
+
+    audience = await setup.resolver.resolve(rules, catalog=catalog, today=TODAY)
+
+    assert audience.matched == []
+    assert 'No company in Planhat has Lifecycle Stage "Onbording". Did you mean "Onboarding"?' in audience.warnings
+
+
+async def test_wrong_channel_field_is_warned_about(setup: Setup) -> None:
+    rules, catalog = await setup.resolver.parse("ARR greater than 0")
+    wrong = ChannelMapping(field="Slack Channel", template="customer-{slug}")
+
+    audience = await setup.resolver.resolve(rules, catalog=catalog, mapping=wrong, today=TODAY)
+
+    assert any('channel field "Slack Channel"' in warning for warning in audience.warnings)

@@ -502,3 +502,12 @@ def test_every_error_is_a_value_error() -> None:
         parse_rules("Nope is empty", CATALOG)
 
     assert issubclass(RuleError, ValueError)
+
+
+def test_thousands_separator_gets_a_clear_error() -> None:
+    catalog = PropertyCatalog.builtin()
+
+    with pytest.raises(InvalidValueError) as raised:
+        parse_rules("ARR greater than 50,000", catalog)
+
+    assert 'Write numbers without thousands separators: "50000", not "50,000"' in str(raised.value)
