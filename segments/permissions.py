@@ -1,4 +1,4 @@
-"""Who may create, edit, delete and send segments.
+"""The permission policy for creating, editing, deleting and sending segments.
 
 Workspace owners and admins may, and so may the users listed in `SEGMENT_ADMINS` or in the
 workspace's saved settings. Everyone else is refused, and each refusal is written to the audit log.
