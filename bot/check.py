@@ -26,6 +26,14 @@ REQUIRED_SCOPES = {
     "channels:join": "joining a public channel before posting to it",
     "users:read": "telling workspace admins, who may manage segments, from other members",
 }
+# Bot scopes the app works without, each with what is lost when it is missing. manifest.yml
+# requests them too.
+OPTIONAL_SCOPES = {
+    "channels:history": "without channels:history, posts to public channels whose outcome is "
+    "unknown are reported as unconfirmed instead of being checked",
+    "groups:history": "without groups:history, posts to private channels whose outcome is "
+    "unknown are reported as unconfirmed instead of being checked",
+}
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,14 @@ async def _check_slack(settings: Settings) -> CheckResult:
     if missing:
         reasons = "; ".join(f"{scope} ({REQUIRED_SCOPES[scope]})" for scope in missing)
         return CheckResult(False, f"{identity}, but scopes are missing: {reasons}. Add them from manifest.yml and reinstall.")
+    optional_missing = [scope for scope in OPTIONAL_SCOPES if scope not in granted]
+    if optional_missing:
+        consequences = "; ".join(OPTIONAL_SCOPES[scope] for scope in optional_missing)
+        return CheckResult(
+            True,
+            f"{identity} with every required scope. Optional scopes are missing: {consequences}. "
+            "Add them from manifest.yml and reinstall to fix this.",
+        )
     return CheckResult(True, f"{identity} with every scope the app needs.")
 
 

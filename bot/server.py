@@ -1,8 +1,9 @@
 """`segment-bot serve`: run the Bolt app over HTTP (or Socket Mode) until SIGTERM or SIGINT.
 
 HTTP mode serves `POST /slack/events` for slash commands, interactivity and options loads, and
-`GET /healthz`. On a stop signal the server stops taking requests, lets broadcasts in flight finish
-for a grace period, and cancels the rest, whose deliveries stay `pending` in the database.
+`GET /healthz`. On start it resumes every broadcast a previous process left unfinished. On a stop
+signal the server stops taking requests, lets broadcasts in flight finish for a grace period, and
+cancels the rest, whose deliveries stay `pending` in the database for the next start.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from sqlalchemy import text
 from bot.app import build_app
 from bot.config import Settings
 from bot.services import Services, build_services
+from db.records import StoredBroadcast
+from handlers.common import error_text
+from segments.broadcasts import LiveMessage
+from segments.resume import resume_broadcast
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +55,43 @@ def create_web_app(app: AsyncApp, services: Services) -> web.Application:
     return web_app
 
 
+async def resume_unfinished_broadcasts(services: Services) -> int:
+    """Start a background task for each broadcast left `resolving` or `sending`; return how many."""
+    unfinished = await services.deliveries.list_unfinished()
+    for stored in unfinished:
+        services.tasks.start(_resume(services, stored), name=f"resume-broadcast-{stored.record.id}")
+    if unfinished:
+        logger.info("Resuming %d unfinished broadcasts", len(unfinished))
+    return len(unfinished)
+
+
+async def _resume(services: Services, stored: StoredBroadcast) -> None:
+    try:
+        mapping, timezone = await services.mapping_for(stored.record.team_id)
+        await resume_broadcast(
+            stored,
+            log=services.deliveries,
+            resolver=services.resolver,
+            poster=services.poster,
+            reader=services.reader,
+            mapping=mapping,
+            timezone=timezone,
+        )
+    except Exception as exc:  # noqa: BLE001 - whatever stops a resumed broadcast must reach its sender
+        logger.warning("Resuming broadcast %d failed: %r", stored.record.id, exc)
+        await _tell_sender(services, stored=stored, text=error_text(exc))
+
+
+async def _tell_sender(services: Services, *, stored: StoredBroadcast, text: str) -> None:
+    dm = LiveMessage(
+        client=services.reader,
+        user_id=stored.sent_by,
+        channel=stored.report_channel,
+        ts=stored.report_ts,
+    )
+    await dm.show(text)
+
+
 async def serve(settings: Settings, *, host: str = "0.0.0.0", ready: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT. `ready` is set once requests are being accepted."""
     settings.require("SLACK_BOT_TOKEN", "PLANHAT_API_TOKEN")
@@ -57,6 +99,9 @@ async def serve(settings: Settings, *, host: str = "0.0.0.0", ready: asyncio.Eve
         settings.require("SLACK_SIGNING_SECRET")
     services = await build_services(settings)
     app = build_app(services)
+    # NOTE: each process resumes every unfinished broadcast, so run one `serve` per database.
+    # Two processes resuming the same broadcast could both post a delivery left `sending`.
+    await resume_unfinished_broadcasts(services)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

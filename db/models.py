@@ -1,7 +1,7 @@
 """SQLAlchemy table definitions for everything segment-bot stores.
 
-The migration `0001_initial` creates the same schema, and a test compares the two so they never
-drift. Only portable column types are used, so any SQLAlchemy async URL (SQLite, PostgreSQL) works.
+The migrations (`0001_initial`, then `0002_durable_broadcasts`) create the same schema, and a test
+compares the two so they never drift. Only portable column types are used, so any SQLAlchemy async URL (SQLite, PostgreSQL) works.
 Statuses are stored as the plain strings of `segments.ports.BroadcastStatus` and `DeliveryStatus`.
 """
 
@@ -166,6 +166,10 @@ class Broadcast(Base):
     # Copies of the segment at send time, because the segment may be changed or deleted later.
     segment_name: Mapped[str] = mapped_column(String(SEGMENT_NAME_MAX_LENGTH))
     rules_text: Mapped[str] = mapped_column(Text)
+    # The segment's rules as JSON at send time, so a broadcast left `resolving` by a crash can be
+    # resolved again after the segment changed or was deleted. NULL for broadcasts stored before
+    # migration 0002.
+    rules: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     message_text: Mapped[str] = mapped_column(Text)
     # SQL NULL (not JSON `null`) when the message is plain text.
     message_blocks: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
@@ -173,6 +177,10 @@ class Broadcast(Base):
     status: Mapped[str] = mapped_column(String(STATUS_LENGTH))
     # Companies the segment matched but that have no channel, each with the reason.
     unmapped: Mapped[list[Any]] = mapped_column()
+    # The sender's report direct message (conversation id and message ts), so a restarted process
+    # edits the same message instead of posting a second one.
+    report_channel: Mapped[str | None] = mapped_column(String(SLACK_ID_LENGTH))
+    report_ts: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column()
 
@@ -207,6 +215,9 @@ class Delivery(Base):
     error: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the current round of attempts first moved the delivery to `sending`. A post whose
+    # outcome is unknown is looked up in the channel's history from a little before this time.
+    sending_started_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
 

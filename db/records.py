@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from segments.ports import BroadcastRecord
+
 DEFAULT_CHANNEL_TEMPLATE = "customer-{slug}"
 DEFAULT_TIMEZONE = "UTC"
 
@@ -21,6 +23,8 @@ class AuditAction(StrEnum):
     SEGMENT_UPDATED = "segment.updated"
     SEGMENT_DELETED = "segment.deleted"
     BROADCAST_CREATED = "broadcast.created"
+    BROADCAST_CANCELLED = "broadcast.cancelled"
+    BROADCAST_RESENT = "broadcast.resent"
     SETTINGS_UPDATED = "settings.updated"
     PERMISSION_DENIED = "permission.denied"
 
@@ -53,3 +57,21 @@ class AuditEntry:
     target: str | None
     details: Mapping[str, Any]
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredBroadcast:
+    """A broadcast with everything needed to continue it after a restart or to resend it."""
+
+    record: BroadcastRecord
+    segment_id: int | None
+    # The segment's rules JSON at send time, or None for broadcasts stored before it was kept.
+    rules: Mapping[str, Any] | None
+    rules_text: str
+    message_text: str
+    message_blocks: Sequence[Mapping[str, Any]] | None
+    sent_by: str
+    unmapped: Sequence[Mapping[str, Any]]
+    # The sender's report DM: conversation id and message ts, None until it is posted.
+    report_channel: str | None
+    report_ts: str | None

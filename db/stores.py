@@ -5,24 +5,33 @@ committed when it returns, so a change is durable before the caller acts on it. 
 a person makes is audited in the same transaction as the change itself. Methods return frozen
 records (`segments.ports`, `db.records`), never ORM objects.
 
-Delivery state machine, enforced with conditional UPDATEs so two writers cannot both win:
+Delivery state machine (`DELIVERY_TRANSITIONS`), enforced with conditional UPDATEs so two
+writers cannot both win:
 
-    pending            --mark_sending--> sending  (again on a retry, adding one attempt)
-    sending            --mark_sent-----> sent
-    pending or sending --mark_failed---> failed
+    pending             --mark_sending------> sending  (again on a retry, adding one attempt)
+    sending/unconfirmed --mark_sent---------> sent     (unconfirmed: found later in history)
+    pending/sending     --mark_failed-------> failed   (pending: never attempted)
+    sending             --mark_unconfirmed--> unconfirmed
+    pending             --mark_skipped------> skipped
+    pending             --cancel_broadcast--> cancelled
+    failed              --reopen_failed-----> pending  (resend)
 
-`sent` and `failed` are final. Repeating the same final mark is a no-op that logs a WARNING and
-keeps the first values. Any other move out of a final state raises `InvalidStateTransition`.
+Repeating a mark that the delivery already has is a no-op that logs a WARNING and keeps the
+first values. Any other move raises `InvalidStateTransition`. A broadcast goes from `resolving`
+to `sending` (`add_audience`), then to `sent`, `partially_sent` or `failed` (`finish_broadcast`).
+Either running status can move to `cancelled`, and `reopen_failed` takes a finished broadcast
+back to `sending`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import CursorResult, Update, select, update
+from sqlalchemy import CursorResult, Update, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
@@ -42,6 +51,7 @@ from db.records import (
     DEFAULT_TIMEZONE,
     AuditAction,
     AuditEntry,
+    StoredBroadcast,
     WorkspaceSettings,
 )
 from segments.ports import (
@@ -52,14 +62,47 @@ from segments.ports import (
     DeliveryTarget,
     DuplicateSegmentName,
     NewBroadcast,
+    QualifyingCompany,
     SegmentRecord,
 )
 
 logger = logging.getLogger(__name__)
 
-_FINAL_DELIVERY_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED})
+# Each delivery status, and the statuses a delivery may enter it from.
+DELIVERY_TRANSITIONS: Mapping[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    DeliveryStatus.PENDING: frozenset({DeliveryStatus.FAILED}),
+    DeliveryStatus.SENDING: frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENDING}),
+    DeliveryStatus.SENT: frozenset({DeliveryStatus.SENDING, DeliveryStatus.UNCONFIRMED}),
+    DeliveryStatus.FAILED: frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENDING}),
+    DeliveryStatus.UNCONFIRMED: frozenset({DeliveryStatus.SENDING}),
+    DeliveryStatus.SKIPPED: frozenset({DeliveryStatus.PENDING}),
+    DeliveryStatus.CANCELLED: frozenset({DeliveryStatus.PENDING}),
+}
+# Statuses that end a delivery's part in a run, so its broadcast can finish. `failed` and
+# `unconfirmed` can still move on later, through a resend or a history lookup.
+FINAL_DELIVERY_STATUSES = frozenset(
+    {
+        DeliveryStatus.SENT,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.SKIPPED,
+        DeliveryStatus.UNCONFIRMED,
+        DeliveryStatus.CANCELLED,
+    }
+)
 _FINISHED_BROADCAST_STATUSES = frozenset(
-    {BroadcastStatus.SENT, BroadcastStatus.PARTIALLY_SENT, BroadcastStatus.FAILED}
+    {
+        BroadcastStatus.SENT,
+        BroadcastStatus.PARTIALLY_SENT,
+        BroadcastStatus.FAILED,
+        BroadcastStatus.CANCELLED,
+    }
+)
+_RUNNING_BROADCAST_STATUSES = (BroadcastStatus.RESOLVING, BroadcastStatus.SENDING)
+_RESENDABLE_BROADCAST_STATUSES = (
+    BroadcastStatus.SENT,
+    BroadcastStatus.PARTIALLY_SENT,
+    BroadcastStatus.FAILED,
+    BroadcastStatus.CANCELLED,
 )
 
 
@@ -106,17 +149,21 @@ def segment_name_key(name: str) -> str:
 def broadcast_status_for(statuses: Iterable[DeliveryStatus]) -> BroadcastStatus:
     """Derive a finished broadcast's status from its final delivery statuses.
 
-    `sent` when every delivery is sent, `failed` when none is, `partially_sent` otherwise. A
-    broadcast without deliveries is `failed` because nothing was sent, although
-    `SqlDeliveryLog.create_broadcast` never creates one.
+    `sent` when every delivery is sent or skipped on purpose (and at least one is sent),
+    `failed` when none is sent, `partially_sent` otherwise. A broadcast without deliveries is
+    `failed` because nothing was sent, although `SqlDeliveryLog.create_broadcast` never creates
+    one.
     """
     sent = 0
+    done = 0
     total = 0
     for status in statuses:
         total += 1
         if status == DeliveryStatus.SENT:
             sent += 1
-    if total > 0 and sent == total:
+        if status in (DeliveryStatus.SENT, DeliveryStatus.SKIPPED):
+            done += 1
+    if sent > 0 and done == total:
         return BroadcastStatus.SENT
     if sent == 0:
         return BroadcastStatus.FAILED
@@ -168,6 +215,9 @@ def _delivery_record(delivery: Delivery) -> DeliveryRecord:
         ts=delivery.ts,
         error=delivery.error,
         reason=delivery.reason,
+        companies=_companies_from_json(delivery.companies),
+        is_private=delivery.is_private,
+        sending_started_at=delivery.sending_started_at,
     )
 
 
@@ -179,6 +229,21 @@ def _broadcast_record(broadcast: Broadcast) -> BroadcastRecord:
         status=BroadcastStatus(broadcast.status),
         created_at=broadcast.created_at,
         deliveries=tuple(_delivery_record(delivery) for delivery in broadcast.deliveries),
+    )
+
+
+def _stored_broadcast(broadcast: Broadcast) -> StoredBroadcast:
+    return StoredBroadcast(
+        record=_broadcast_record(broadcast),
+        segment_id=broadcast.segment_id,
+        rules=broadcast.rules,
+        rules_text=broadcast.rules_text,
+        message_text=broadcast.message_text,
+        message_blocks=broadcast.message_blocks,
+        sent_by=broadcast.sent_by,
+        unmapped=tuple(broadcast.unmapped),
+        report_channel=broadcast.report_channel,
+        report_ts=broadcast.report_ts,
     )
 
 
@@ -382,9 +447,23 @@ def _companies_json(target: DeliveryTarget) -> list[dict[str, Any]]:
             "company_id": company.company_id,
             "company_name": company.company_name,
             "values": dict(company.values),
+            "variables": dict(company.variables),
         }
         for company in target.companies
     ]
+
+
+def _companies_from_json(rows: Sequence[Mapping[str, Any]]) -> tuple[QualifyingCompany, ...]:
+    # Rows stored before personalization have no `variables` key.
+    return tuple(
+        QualifyingCompany(
+            company_id=str(row["company_id"]),
+            company_name=str(row["company_name"]),
+            values=dict(row.get("values") or {}),
+            variables=dict(row.get("variables") or {}),
+        )
+        for row in rows
+    )
 
 
 def _validate_targets(targets: Sequence[DeliveryTarget]) -> None:
@@ -403,65 +482,49 @@ def _validate_targets(targets: Sequence[DeliveryTarget]) -> None:
         seen.add(target.channel_id)
 
 
+def _new_deliveries(targets: Sequence[DeliveryTarget], *, now: datetime) -> list[Delivery]:
+    return [
+        Delivery(
+            channel_id=target.channel_id,
+            channel_name=target.channel_name,
+            is_private=target.is_private,
+            companies=_companies_json(target),
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        for target in targets
+    ]
+
+
 class SqlDeliveryLog:
-    """`segments.ports.DeliveryLog` on SQL. Each method commits before it returns."""
+    """`segments.ports.DeliveryLog` on SQL, with the extra steps that make broadcasts durable.
+
+    Each method commits before it returns. Delivery status changes go through
+    `DELIVERY_TRANSITIONS` only; see the module docstring for the state machine.
+    """
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
 
-    async def create_broadcast(self, broadcast: NewBroadcast) -> BroadcastRecord:
+    async def create_broadcast(
+        self, broadcast: NewBroadcast, *, rules: Mapping[str, Any] | None = None
+    ) -> BroadcastRecord:
         """Insert the broadcast (`sending`) with one `pending` delivery per target, and audit it.
 
-        Raises ValueError, and stores nothing, when there are no targets or a channel is listed
-        twice. A broadcast to zero channels is rejected rather than recorded as failed.
+        `rules` is the segment's rules JSON, kept so the broadcast can be resolved again. Raises
+        ValueError, and stores nothing, when there are no targets or a channel is listed twice.
+        A broadcast to zero channels is rejected rather than recorded as failed.
         """
         _validate_targets(broadcast.targets)
         now = utc_now()
-        row = Broadcast(
-            team_id=broadcast.team_id,
-            segment_id=broadcast.segment_id,
-            segment_name=broadcast.segment_name,
-            rules_text=broadcast.rules_text,
-            message_text=broadcast.message_text,
-            message_blocks=(
-                None
-                if broadcast.message_blocks is None
-                else [dict(block) for block in broadcast.message_blocks]
-            ),
-            sent_by=broadcast.sent_by,
-            status=BroadcastStatus.SENDING,
-            unmapped=[dict(company) for company in broadcast.unmapped],
-            created_at=now,
-            deliveries=[
-                Delivery(
-                    channel_id=target.channel_id,
-                    channel_name=target.channel_name,
-                    is_private=target.is_private,
-                    companies=_companies_json(target),
-                    status=DeliveryStatus.PENDING,
-                    attempts=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                for target in broadcast.targets
-            ],
-        )
+        row = self._broadcast_row(broadcast, rules=rules, status=BroadcastStatus.SENDING, now=now)
+        row.deliveries = _new_deliveries(broadcast.targets, now=now)
         async with self._session_factory() as session, session.begin():
             session.add(row)
             await session.flush()
-            _add_audit(
-                session,
-                team_id=broadcast.team_id,
-                user_id=broadcast.sent_by,
-                action=AuditAction.BROADCAST_CREATED,
-                target=f"broadcast:{row.id}",
-                details={
-                    "segment_id": broadcast.segment_id,
-                    "segment_name": broadcast.segment_name,
-                    "channels": len(broadcast.targets),
-                    "unmapped": len(broadcast.unmapped),
-                },
-            )
+            self._audit_created(session, row, channels=len(broadcast.targets))
             record = _broadcast_record(row)
 
         logger.info(
@@ -475,32 +538,127 @@ class SqlDeliveryLog:
         )
         return record
 
+    async def start_resolving(
+        self, broadcast: NewBroadcast, *, rules: Mapping[str, Any]
+    ) -> BroadcastRecord:
+        """Insert a `resolving` broadcast without deliveries, before its audience is resolved.
+
+        `broadcast.targets` and `unmapped` are ignored; `add_audience` stores them. A broadcast
+        left `resolving` by a crash is resolved again from `rules` on the next start.
+        """
+        row = self._broadcast_row(
+            broadcast, rules=rules, status=BroadcastStatus.RESOLVING, now=utc_now()
+        )
+        async with self._session_factory() as session, session.begin():
+            session.add(row)
+            await session.flush()
+            record = _broadcast_record(row)
+        logger.info(
+            "Broadcast %s is resolving segment %r in team %s for %s",
+            record.id,
+            broadcast.segment_name,
+            broadcast.team_id,
+            broadcast.sent_by,
+        )
+        return record
+
+    async def add_audience(
+        self,
+        broadcast_id: int,
+        *,
+        rules_text: str,
+        targets: Sequence[DeliveryTarget],
+        unmapped: Sequence[Mapping[str, str]],
+    ) -> BroadcastRecord:
+        """Store a `resolving` broadcast's audience as `pending` deliveries and move it to `sending`.
+
+        Raises BroadcastNotFound, ValueError for zero or repeated targets, and
+        InvalidStateTransition when the broadcast is no longer `resolving` (it was cancelled, or
+        another process stored its audience first).
+        """
+        _validate_targets(targets)
+        now = utc_now()
+        async with self._session_factory() as session, session.begin():
+            row = await self._load_broadcast(session, broadcast_id)
+            if row is None:
+                raise BroadcastNotFound(broadcast_id)
+            if row.status != BroadcastStatus.RESOLVING or row.deliveries:
+                raise InvalidStateTransition(
+                    f"Broadcast {broadcast_id} is {row.status}, so its audience cannot be "
+                    "stored again: only a resolving broadcast takes an audience."
+                )
+            row.rules_text = rules_text
+            row.unmapped = [dict(company) for company in unmapped]
+            row.status = BroadcastStatus.SENDING
+            row.deliveries.extend(_new_deliveries(targets, now=now))
+            await session.flush()
+            self._audit_created(session, row, channels=len(targets))
+            record = _broadcast_record(row)
+        logger.info(
+            "Broadcast %s resolved to %d channels, %d unmapped", broadcast_id, len(targets), len(unmapped)
+        )
+        return record
+
+    async def fail_resolving(self, broadcast_id: int) -> BroadcastRecord:
+        """Finish a `resolving` broadcast as `failed` because its audience could not be resolved.
+
+        A broadcast that is no longer `resolving` is returned unchanged.
+        """
+        async with self._session_factory() as session, session.begin():
+            await session.execute(
+                update(Broadcast)
+                .where(Broadcast.id == broadcast_id, Broadcast.status == BroadcastStatus.RESOLVING)
+                .values(status=BroadcastStatus.FAILED, finished_at=utc_now())
+            )
+            row = await self._load_broadcast(session, broadcast_id)
+            if row is None:
+                raise BroadcastNotFound(broadcast_id)
+            return _broadcast_record(row)
+
     async def mark_sending(self, delivery_id: int) -> int:
         """Set the delivery to `sending`, add one attempt and return the attempt count.
 
         Allowed from `pending` and from `sending` (a retry). Raises DeliveryNotFound, or
-        InvalidStateTransition when the delivery is already `sent` or `failed`.
+        InvalidStateTransition from any other status.
         """
+        attempts = await self.claim_for_sending(delivery_id)
+        if attempts is None:
+            async with self._session_factory() as session, session.begin():
+                current = await self._current_status(session, delivery_id)
+            raise InvalidStateTransition(
+                f"Delivery {delivery_id} is already {current}, so it cannot become sending: only "
+                "a pending or sending delivery can."
+            )
+        return attempts
+
+    async def claim_for_sending(self, delivery_id: int) -> int | None:
+        """Like `mark_sending`, but return None when the delivery is no longer to be sent.
+
+        None means another writer moved it first, for example a cancel. `sending_started_at` is
+        set when the delivery leaves `pending` and kept on retries. Raises DeliveryNotFound.
+        """
+        now = utc_now()
         async with self._session_factory() as session, session.begin():
             updated = await _updated_row_count(
                 session,
                 update(Delivery)
                 .where(
                     Delivery.id == delivery_id,
-                    Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+                    Delivery.status.in_(DELIVERY_TRANSITIONS[DeliveryStatus.SENDING]),
                 )
                 .values(
                     status=DeliveryStatus.SENDING,
                     attempts=Delivery.attempts + 1,
-                    updated_at=utc_now(),
+                    sending_started_at=case(
+                        (Delivery.status == DeliveryStatus.PENDING, now),
+                        else_=Delivery.sending_started_at,
+                    ),
+                    updated_at=now,
                 ),
             )
             if updated == 0:
-                current = await self._current_status(session, delivery_id)
-                raise InvalidStateTransition(
-                    f"Delivery {delivery_id} is already {current}, so it cannot be sent again: "
-                    "sent and failed deliveries are final."
-                )
+                await self._current_status(session, delivery_id)
+                return None
             attempts = await session.scalar(
                 select(Delivery.attempts).where(Delivery.id == delivery_id)
             )
@@ -510,112 +668,212 @@ class SqlDeliveryLog:
         return attempts
 
     async def mark_sent(self, delivery_id: int, *, ts: str) -> None:
-        """Set a `sending` delivery to `sent` with the Slack message timestamp.
+        """Set a `sending` or `unconfirmed` delivery to `sent` with the Slack message timestamp.
 
-        A delivery that is already `sent` keeps its first ts, and the call logs a WARNING.
-        Raises DeliveryNotFound, or InvalidStateTransition when the delivery is `failed` or still
-        `pending` (call mark_sending before posting, so the attempt is recorded first).
+        `unconfirmed` to `sent` is for a post found later in the channel's history. A delivery
+        that is already `sent` keeps its first ts, and the call logs a WARNING. Raises
+        DeliveryNotFound, or InvalidStateTransition from any other status (call mark_sending
+        before posting, so the attempt is recorded first).
         """
-        async with self._session_factory() as session, session.begin():
-            updated = await _updated_row_count(
-                session,
-                update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.SENDING)
-                .values(status=DeliveryStatus.SENT, ts=ts, updated_at=utc_now()),
-            )
-            if updated == 1:
-                logger.debug("Delivery %s sent with ts %s", delivery_id, ts)
-                return
-
-            current = await self._current_status(session, delivery_id)
-            if current == DeliveryStatus.SENT:
-                first_ts = await session.scalar(
-                    select(Delivery.ts).where(Delivery.id == delivery_id)
-                )
-                logger.warning(
-                    "Delivery %s is already sent with ts %s. Ignoring the repeated mark_sent "
-                    "with ts %s",
-                    delivery_id,
-                    first_ts,
-                    ts,
-                )
-                return
-            if current == DeliveryStatus.PENDING:
-                raise InvalidStateTransition(
-                    f"Delivery {delivery_id} is pending, so it cannot be marked sent: "
-                    "call mark_sending before posting."
-                )
-            raise InvalidStateTransition(
-                f"Delivery {delivery_id} is already {current}, so it cannot be marked sent: "
-                "sent and failed deliveries are final."
-            )
+        moved = await self._move(
+            delivery_id,
+            to=DeliveryStatus.SENT,
+            values={"ts": ts, "error": None, "reason": None},
+            detail=f"with ts {ts}",
+        )
+        if moved:
+            logger.debug("Delivery %s sent with ts %s", delivery_id, ts)
 
     async def mark_failed(self, delivery_id: int, *, error: str, reason: str) -> None:
         """Set a `pending` or `sending` delivery to `failed` with Slack's error code and a reason.
 
-        A delivery that is already `failed` keeps its first error, and the call logs a WARNING.
-        Raises DeliveryNotFound, or InvalidStateTransition when the delivery is `sent`.
+        `pending` is allowed so a delivery that is never attempted (the token was rejected on an
+        earlier post) can fail. A delivery that is already `failed` keeps its first error, and the
+        call logs a WARNING. Raises DeliveryNotFound or InvalidStateTransition.
         """
+        moved = await self._move(
+            delivery_id,
+            to=DeliveryStatus.FAILED,
+            values={"error": error, "reason": reason},
+            detail=f"with error {error}",
+        )
+        if moved:
+            logger.debug("Delivery %s failed: %s", delivery_id, error)
+
+    async def mark_unconfirmed(self, delivery_id: int, *, error: str, reason: str) -> None:
+        """Set a `sending` delivery to `unconfirmed`: the post may exist and could not be checked.
+
+        An unconfirmed delivery is reported and never posted again by this app, although a later
+        history lookup may still confirm it (`mark_sent`). Raises DeliveryNotFound or
+        InvalidStateTransition.
+        """
+        moved = await self._move(
+            delivery_id,
+            to=DeliveryStatus.UNCONFIRMED,
+            values={"error": error, "reason": reason},
+            detail=f"with error {error}",
+        )
+        if moved:
+            logger.warning("Delivery %s is unconfirmed: %s", delivery_id, error)
+
+    async def mark_skipped(self, delivery_id: int, *, reason: str) -> None:
+        """Set a `pending` delivery to `skipped`, not posted on purpose. Raises as `mark_failed`."""
+        await self._move(
+            delivery_id, to=DeliveryStatus.SKIPPED, values={"reason": reason}, detail=reason
+        )
+
+    async def cancel_broadcast(self, broadcast_id: int, *, user_id: str) -> BroadcastRecord:
+        """Cancel a `resolving` or `sending` broadcast, and audit it.
+
+        Its `pending` deliveries become `cancelled` at once. Deliveries already `sending` are left
+        to finish, because their post may be on its way. The broadcast keeps `cancelled` when
+        `finish_broadcast` runs. Raises BroadcastNotFound, or InvalidStateTransition when the
+        broadcast has finished.
+        """
+        now = utc_now()
         async with self._session_factory() as session, session.begin():
             updated = await _updated_row_count(
                 session,
+                update(Broadcast)
+                .where(
+                    Broadcast.id == broadcast_id,
+                    Broadcast.status.in_(_RUNNING_BROADCAST_STATUSES),
+                )
+                .values(status=BroadcastStatus.CANCELLED),
+            )
+            row = await self._load_broadcast(session, broadcast_id)
+            if row is None:
+                raise BroadcastNotFound(broadcast_id)
+            if updated == 0:
+                raise InvalidStateTransition(
+                    f"Broadcast {broadcast_id} is already {row.status}, so it cannot be "
+                    "cancelled: only a running broadcast can be."
+                )
+            cancelled = await _updated_row_count(
+                session,
                 update(Delivery)
                 .where(
-                    Delivery.id == delivery_id,
-                    Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+                    Delivery.broadcast_id == broadcast_id,
+                    Delivery.status.in_(DELIVERY_TRANSITIONS[DeliveryStatus.CANCELLED]),
+                )
+                .values(status=DeliveryStatus.CANCELLED, updated_at=now),
+            )
+            if not row.deliveries:
+                # Cancelled while resolving: nothing was posted, so it is finished now.
+                row.finished_at = now
+            _add_audit(
+                session,
+                team_id=row.team_id,
+                user_id=user_id,
+                action=AuditAction.BROADCAST_CANCELLED,
+                target=f"broadcast:{broadcast_id}",
+                details={"cancelled_deliveries": cancelled},
+            )
+            row = await self._load_broadcast(session, broadcast_id, refresh=True)
+            assert row is not None  # Loaded above in this transaction.
+            record = _broadcast_record(row)
+
+        logger.info(
+            "Broadcast %s cancelled by %s: %d pending deliveries cancelled",
+            broadcast_id,
+            user_id,
+            cancelled,
+        )
+        return record
+
+    async def reopen_failed(self, broadcast_id: int, *, user_id: str) -> BroadcastRecord:
+        """Move a finished broadcast's `failed` deliveries back to `pending` to resend them.
+
+        The broadcast becomes `sending` again and the change is audited. `unconfirmed`
+        deliveries stay as they are, because their message may already be in the channel.
+        Raises BroadcastNotFound, or InvalidStateTransition when the broadcast is still running
+        (also when another resend started first) or has no failed delivery.
+        """
+        now = utc_now()
+        async with self._session_factory() as session, session.begin():
+            updated = await _updated_row_count(
+                session,
+                update(Broadcast)
+                .where(
+                    Broadcast.id == broadcast_id,
+                    Broadcast.status.in_(_RESENDABLE_BROADCAST_STATUSES),
+                    Broadcast.deliveries.any(Delivery.status == DeliveryStatus.FAILED),
+                )
+                .values(status=BroadcastStatus.SENDING, finished_at=None),
+            )
+            row = await self._load_broadcast(session, broadcast_id)
+            if row is None:
+                raise BroadcastNotFound(broadcast_id)
+            if updated == 0:
+                raise InvalidStateTransition(
+                    f"Broadcast {broadcast_id} is {row.status} and has no failed delivery to "
+                    "resend: only a finished broadcast with failed deliveries can be resent."
+                )
+            reopened = await _updated_row_count(
+                session,
+                update(Delivery)
+                .where(
+                    Delivery.broadcast_id == broadcast_id,
+                    Delivery.status.in_(DELIVERY_TRANSITIONS[DeliveryStatus.PENDING]),
                 )
                 .values(
-                    status=DeliveryStatus.FAILED,
-                    error=error,
-                    reason=reason,
-                    updated_at=utc_now(),
+                    status=DeliveryStatus.PENDING,
+                    error=None,
+                    reason=None,
+                    sending_started_at=None,
+                    updated_at=now,
                 ),
             )
-            if updated == 1:
-                logger.debug("Delivery %s failed: %s", delivery_id, error)
-                return
-
-            current = await self._current_status(session, delivery_id)
-            if current == DeliveryStatus.FAILED:
-                logger.warning(
-                    "Delivery %s is already failed. Ignoring the repeated mark_failed "
-                    "with error %s",
-                    delivery_id,
-                    error,
-                )
-                return
-            raise InvalidStateTransition(
-                f"Delivery {delivery_id} is already sent, so it cannot be marked failed: "
-                "the message is in the channel."
+            _add_audit(
+                session,
+                team_id=row.team_id,
+                user_id=user_id,
+                action=AuditAction.BROADCAST_RESENT,
+                target=f"broadcast:{broadcast_id}",
+                details={"deliveries": reopened},
             )
+            row = await self._load_broadcast(session, broadcast_id, refresh=True)
+            assert row is not None  # Loaded above in this transaction.
+            record = _broadcast_record(row)
+
+        logger.info(
+            "Broadcast %s reopened by %s to resend %d failed deliveries",
+            broadcast_id,
+            user_id,
+            reopened,
+        )
+        return record
 
     async def finish_broadcast(self, broadcast_id: int) -> BroadcastRecord:
         """Derive and store the final status (see `broadcast_status_for`) and `finished_at`.
 
-        Finishing an already finished broadcast returns it unchanged. Raises BroadcastNotFound,
-        or InvalidStateTransition while any delivery is still `pending` or `sending`, because
-        those must be marked sent or failed first.
+        A cancelled broadcast stays `cancelled`. Finishing an already finished broadcast returns
+        it unchanged. Raises BroadcastNotFound, or InvalidStateTransition while any delivery is
+        still `pending` or `sending`, because those must reach a final status first.
         """
         async with self._session_factory() as session, session.begin():
             broadcast = await self._load_broadcast(session, broadcast_id)
             if broadcast is None:
                 raise BroadcastNotFound(broadcast_id)
-            if broadcast.status in _FINISHED_BROADCAST_STATUSES:
+            if broadcast.finished_at is not None and (
+                broadcast.status in _FINISHED_BROADCAST_STATUSES
+            ):
                 return _broadcast_record(broadcast)
 
             unfinished = [
                 delivery.id
                 for delivery in broadcast.deliveries
-                if delivery.status not in _FINAL_DELIVERY_STATUSES
+                if delivery.status not in FINAL_DELIVERY_STATUSES
             ]
             if unfinished:
                 raise InvalidStateTransition(
                     f"Broadcast {broadcast_id} cannot finish: {len(unfinished)} deliveries are "
-                    f"still pending or sending (ids {unfinished[:10]}). Mark each one sent or "
-                    "failed first."
+                    f"still pending or sending (ids {unfinished[:10]}). Move each one to a final "
+                    "status first."
                 )
-            statuses = [DeliveryStatus(delivery.status) for delivery in broadcast.deliveries]
-            broadcast.status = broadcast_status_for(statuses)
+            if broadcast.status != BroadcastStatus.CANCELLED:
+                statuses = [DeliveryStatus(delivery.status) for delivery in broadcast.deliveries]
+                broadcast.status = broadcast_status_for(statuses)
             broadcast.finished_at = utc_now()
             record = _broadcast_record(broadcast)
 
@@ -629,10 +887,40 @@ class SqlDeliveryLog:
         )
         return record
 
+    async def set_report_message(self, broadcast_id: int, *, channel: str, ts: str) -> None:
+        """Remember the sender's report DM, so a restarted process edits it instead of posting."""
+        async with self._session_factory() as session, session.begin():
+            updated = await _updated_row_count(
+                session,
+                update(Broadcast)
+                .where(Broadcast.id == broadcast_id)
+                .values(report_channel=channel, report_ts=ts),
+            )
+            if updated == 0:
+                raise BroadcastNotFound(broadcast_id)
+
     async def get_broadcast(self, broadcast_id: int) -> BroadcastRecord | None:
         async with self._session_factory() as session, session.begin():
             broadcast = await self._load_broadcast(session, broadcast_id)
             return None if broadcast is None else _broadcast_record(broadcast)
+
+    async def get_stored_broadcast(self, broadcast_id: int) -> StoredBroadcast | None:
+        """Return the broadcast with its message, rules and report DM, or None when missing."""
+        async with self._session_factory() as session, session.begin():
+            broadcast = await self._load_broadcast(session, broadcast_id)
+            return None if broadcast is None else _stored_broadcast(broadcast)
+
+    async def list_unfinished(self) -> Sequence[StoredBroadcast]:
+        """Return every broadcast left `resolving` or `sending`, oldest first, in every workspace."""
+        statement = (
+            select(Broadcast)
+            .where(Broadcast.status.in_(_RUNNING_BROADCAST_STATUSES))
+            .order_by(Broadcast.created_at, Broadcast.id)
+            .options(selectinload(Broadcast.deliveries))
+        )
+        async with self._session_factory() as session, session.begin():
+            broadcasts = (await session.scalars(statement)).all()
+            return tuple(_stored_broadcast(broadcast) for broadcast in broadcasts)
 
     async def list_broadcasts(self, team_id: str, *, limit: int = 20) -> Sequence[BroadcastRecord]:
         """Return the workspace's latest `limit` broadcasts with their deliveries, newest first."""
@@ -648,9 +936,97 @@ class SqlDeliveryLog:
             broadcasts = (await session.scalars(statement)).all()
             return tuple(_broadcast_record(broadcast) for broadcast in broadcasts)
 
-    async def _load_broadcast(self, session: AsyncSession, broadcast_id: int) -> Broadcast | None:
+    async def _move(
+        self,
+        delivery_id: int,
+        *,
+        to: DeliveryStatus,
+        values: Mapping[str, Any],
+        detail: str,
+    ) -> bool:
+        """Apply one transition of `DELIVERY_TRANSITIONS` with a conditional UPDATE.
+
+        Return True when the row moved, False when it already had status `to` (a repeated mark,
+        logged as a WARNING and otherwise ignored). Raise DeliveryNotFound or
+        InvalidStateTransition.
+        """
+        sources = DELIVERY_TRANSITIONS[to]
+        async with self._session_factory() as session, session.begin():
+            updated = await _updated_row_count(
+                session,
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.status.in_(sources))
+                .values(status=to, updated_at=utc_now(), **values),
+            )
+            if updated == 1:
+                return True
+            current = await self._current_status(session, delivery_id)
+        if current == to:
+            logger.warning(
+                "Delivery %s is already %s. Ignoring the repeated change %s", delivery_id, to, detail
+            )
+            return False
+        allowed = " or ".join(sorted(sources))
+        state = f"already {current}" if current in FINAL_DELIVERY_STATUSES else str(current)
+        hint = ""
+        if to == DeliveryStatus.SENT and current == DeliveryStatus.PENDING:
+            hint = " Call mark_sending before posting, so the attempt is recorded first."
+        raise InvalidStateTransition(
+            f"Delivery {delivery_id} is {state}, so it cannot become {to}: only a {allowed} "
+            f"delivery can.{hint}"
+        )
+
+    def _broadcast_row(
+        self,
+        broadcast: NewBroadcast,
+        *,
+        rules: Mapping[str, Any] | None,
+        status: BroadcastStatus,
+        now: datetime,
+    ) -> Broadcast:
+        return Broadcast(
+            team_id=broadcast.team_id,
+            segment_id=broadcast.segment_id,
+            segment_name=broadcast.segment_name,
+            rules=None if rules is None else dict(rules),
+            rules_text=broadcast.rules_text,
+            message_text=broadcast.message_text,
+            message_blocks=(
+                None
+                if broadcast.message_blocks is None
+                else [dict(block) for block in broadcast.message_blocks]
+            ),
+            sent_by=broadcast.sent_by,
+            status=status,
+            unmapped=[dict(company) for company in broadcast.unmapped],
+            created_at=now,
+            deliveries=[],
+        )
+
+    def _audit_created(self, session: AsyncSession, row: Broadcast, *, channels: int) -> None:
+        _add_audit(
+            session,
+            team_id=row.team_id,
+            user_id=row.sent_by,
+            action=AuditAction.BROADCAST_CREATED,
+            target=f"broadcast:{row.id}",
+            details={
+                "segment_id": row.segment_id,
+                "segment_name": row.segment_name,
+                "channels": channels,
+                "unmapped": len(row.unmapped),
+            },
+        )
+
+    async def _load_broadcast(
+        self, session: AsyncSession, broadcast_id: int, *, refresh: bool = False
+    ) -> Broadcast | None:
+        # `refresh` reloads rows this session already holds, after a bulk UPDATE changed them.
         return await session.get(
-            Broadcast, broadcast_id, options=[selectinload(Broadcast.deliveries)]
+            Broadcast,
+            broadcast_id,
+            options=[selectinload(Broadcast.deliveries)],
+            populate_existing=refresh,
         )
 
     async def _current_status(self, session: AsyncSession, delivery_id: int) -> DeliveryStatus:

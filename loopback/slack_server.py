@@ -89,6 +89,9 @@ class SlackState:
 
     channels: list[dict[str, Any]]
     bot_token: str = "xoxb-loopback"
+    # Other tokens the server accepts as the bot, such as the short-lived `bot_access_token` that
+    # Slack puts in a `function_executed` event for completing a Workflow Builder step.
+    extra_tokens: set[str] = field(default_factory=set)
     team_id: str = "T0SEGMENT"
     team_name: str = "Segment Loopback"
     bot_user_id: str = "U0SEGBOT"
@@ -114,6 +117,9 @@ class SlackState:
     # When True, a chat.postMessage that gets a 5xx scripted in `fail_next` is stored first, as when
     # Slack posts the message but the response is lost. Random 500s from `fail_rate_500` store nothing.
     store_post_on_server_error: bool = False
+    # Probability that a chat.postMessage which would succeed is stored and then answered with
+    # HTTP 500, as when Slack posts the message but the response is lost.
+    fail_rate_500_after_store: float = 0.0
     clock: Callable[[], float] = time.monotonic
 
     calls: list[RecordedCall] = field(default_factory=list)
@@ -134,8 +140,7 @@ class SlackState:
         self._last_post_at: dict[str, float] = {}
         self._bucket_tokens: float | None = None
         self._bucket_updated_at = 0.0
-        self._message_count = 0
-        self._ts_seconds = int(time.time())
+        self._last_ts_micros = 0
 
     def calls_to(self, method: str) -> list[RecordedCall]:
         return [call for call in self.calls if call.method == method]
@@ -180,10 +185,15 @@ class SlackState:
         return next((channel for channel in self.channels if channel["name"] == name), None)
 
     def next_ts(self) -> str:
-        """Return a message timestamp that is unique and increasing within this state."""
-        self._message_count += 1
-        seconds, micros = divmod(self._message_count, 1_000_000)
-        return f"{self._ts_seconds + seconds}.{micros:06d}"
+        """Return a message timestamp that is unique and increasing within this state.
+
+        Like Slack's, it is the wall-clock time of the post, so a `conversations.history` lookup
+        with `oldest` set from a real time finds the message.
+        """
+        micros = max(int(time.time() * 1_000_000), self._last_ts_micros + 1)
+        self._last_ts_micros = micros
+        seconds, fraction = divmod(micros, 1_000_000)
+        return f"{seconds}.{fraction:06d}"
 
     def roll(self, probability: float) -> bool:
         return probability > 0 and self._random.random() < probability
@@ -252,7 +262,7 @@ async def _handle_call(state: SlackState, request: web.Request) -> web.Response:
 
     token = _bearer_token(request) or params.pop("token", None)
     params.pop("token", None)
-    if token != state.bot_token:
+    if token != state.bot_token and token not in state.extra_tokens:
         return _respond(state, method, params, _error("invalid_auth"))
 
     scripted = state.fail_next.get(method)
@@ -512,6 +522,8 @@ def _chat_post_message(state: SlackState, params: Mapping[str, Any]) -> _Reply:
         **content,
     }
     state.messages.setdefault(channel["id"], []).append(message)
+    if state.roll(state.fail_rate_500_after_store):
+        return _failure(500, "internal_error")
     return _Reply({"ok": True, "channel": channel["id"], "ts": message["ts"], "message": _public_message(message)})
 
 

@@ -32,11 +32,13 @@ class CompanySource(Protocol):
 
 
 class BroadcastStatus(StrEnum):
+    SCHEDULED = "scheduled"
     RESOLVING = "resolving"
     SENDING = "sending"
     SENT = "sent"
     PARTIALLY_SENT = "partially_sent"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class DeliveryStatus(StrEnum):
@@ -44,6 +46,11 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    # Not posted on purpose, for example because of the workspace's frequency cap.
+    SKIPPED = "skipped"
+    # The post's outcome is unknown and could not be checked, so it is reported, never reposted.
+    UNCONFIRMED = "unconfirmed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,9 @@ class QualifyingCompany:
     company_id: str
     company_name: str
     values: Mapping[str, str] = field(default_factory=dict)
+    # Message personalization variables (`company.name`, `renewal_date`, ...) as they were when the
+    # audience was resolved, so a resumed or resent delivery renders the same text.
+    variables: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,11 @@ class DeliveryRecord:
     ts: str | None
     error: str | None
     reason: str | None
+    companies: Sequence[QualifyingCompany] = ()
+    is_private: bool = False
+    # When the current round of attempts started; a post with an unknown outcome is looked up in
+    # the channel's history from a little before this time. None until the first attempt.
+    sending_started_at: datetime | None = None
 
 
 @dataclass(frozen=True)

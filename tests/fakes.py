@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from segments.ports import (
     BroadcastStatus,
     DeliveryRecord,
     DeliveryStatus,
+    DeliveryTarget,
     NewBroadcast,
 )
 
@@ -25,8 +26,10 @@ SlackStarter = Callable[[SlackState], Awaitable[AsyncWebClient]]
 # The transitions the DeliveryLog contract allows. Any other raises, so a sender bug fails loudly.
 _ALLOWED_TRANSITIONS = {
     DeliveryStatus.SENDING: {DeliveryStatus.PENDING, DeliveryStatus.SENDING},
-    DeliveryStatus.SENT: {DeliveryStatus.SENDING},
+    DeliveryStatus.SENT: {DeliveryStatus.SENDING, DeliveryStatus.UNCONFIRMED},
     DeliveryStatus.FAILED: {DeliveryStatus.PENDING, DeliveryStatus.SENDING},
+    DeliveryStatus.UNCONFIRMED: {DeliveryStatus.SENDING},
+    DeliveryStatus.CANCELLED: {DeliveryStatus.PENDING},
 }
 
 
@@ -36,6 +39,7 @@ class InMemoryDeliveryLog:
     def __init__(self) -> None:
         self.created: list[NewBroadcast] = []
         self.transitions: list[tuple[int, DeliveryStatus]] = []
+        self.report_messages: dict[int, tuple[str, str]] = {}
         self._broadcasts: dict[int, BroadcastRecord] = {}
         self._deliveries: dict[int, DeliveryRecord] = {}
         self._delivery_ids: dict[int, list[int]] = {}
@@ -56,6 +60,8 @@ class InMemoryDeliveryLog:
                 ts=None,
                 error=None,
                 reason=None,
+                companies=tuple(target.companies),
+                is_private=target.is_private,
             )
             self.transitions.append((delivery_id, DeliveryStatus.PENDING))
             ids.append(delivery_id)
@@ -70,10 +76,84 @@ class InMemoryDeliveryLog:
         )
         return self._record(broadcast_id)
 
+    async def start_resolving(self, broadcast: NewBroadcast, *, rules: Mapping[str, Any]) -> BroadcastRecord:
+        self.created.append(broadcast)
+        broadcast_id = len(self._broadcasts) + 1
+        self._delivery_ids[broadcast_id] = []
+        self._broadcasts[broadcast_id] = BroadcastRecord(
+            id=broadcast_id,
+            team_id=broadcast.team_id,
+            segment_name=broadcast.segment_name,
+            status=BroadcastStatus.RESOLVING,
+            created_at=datetime.now(UTC),
+            deliveries=(),
+        )
+        return self._record(broadcast_id)
+
+    async def add_audience(
+        self,
+        broadcast_id: int,
+        *,
+        rules_text: str,
+        targets: Sequence[DeliveryTarget],
+        unmapped: Sequence[Mapping[str, str]],
+    ) -> BroadcastRecord:
+        self.created[broadcast_id - 1] = dataclasses.replace(
+            self.created[broadcast_id - 1], rules_text=rules_text, targets=tuple(targets), unmapped=tuple(unmapped)
+        )
+        for target in targets:
+            self._add_delivery(broadcast_id, target)
+        self._broadcasts[broadcast_id] = dataclasses.replace(
+            self._broadcasts[broadcast_id], status=BroadcastStatus.SENDING
+        )
+        return self._record(broadcast_id)
+
+    async def fail_resolving(self, broadcast_id: int) -> BroadcastRecord:
+        self._broadcasts[broadcast_id] = dataclasses.replace(
+            self._broadcasts[broadcast_id], status=BroadcastStatus.FAILED
+        )
+        return self._record(broadcast_id)
+
+    async def set_report_message(self, broadcast_id: int, *, channel: str, ts: str) -> None:
+        self.report_messages[broadcast_id] = (channel, ts)
+
+    def _add_delivery(self, broadcast_id: int, target: DeliveryTarget) -> None:
+        delivery_id = len(self._deliveries) + 1
+        self._deliveries[delivery_id] = DeliveryRecord(
+            id=delivery_id,
+            broadcast_id=broadcast_id,
+            channel_id=target.channel_id,
+            channel_name=target.channel_name,
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            ts=None,
+            error=None,
+            reason=None,
+            companies=tuple(target.companies),
+            is_private=target.is_private,
+        )
+        self.transitions.append((delivery_id, DeliveryStatus.PENDING))
+        self._delivery_ids[broadcast_id].append(delivery_id)
+
     async def mark_sending(self, delivery_id: int) -> int:
         delivery = self._change(delivery_id, DeliveryStatus.SENDING)
         self._deliveries[delivery_id] = dataclasses.replace(delivery, attempts=delivery.attempts + 1)
         return delivery.attempts + 1
+
+    async def claim_for_sending(self, delivery_id: int) -> int | None:
+        if self._deliveries[delivery_id].status not in _ALLOWED_TRANSITIONS[DeliveryStatus.SENDING]:
+            return None
+        return await self.mark_sending(delivery_id)
+
+    async def mark_unconfirmed(self, delivery_id: int, *, error: str, reason: str) -> None:
+        delivery = self._change(delivery_id, DeliveryStatus.UNCONFIRMED)
+        self._deliveries[delivery_id] = dataclasses.replace(delivery, error=error, reason=reason)
+
+    def cancel_pending(self, broadcast_id: int) -> None:
+        """Cancel the broadcast's pending deliveries, as a cancel from another writer would."""
+        for delivery_id in self._delivery_ids[broadcast_id]:
+            if self._deliveries[delivery_id].status == DeliveryStatus.PENDING:
+                self._change(delivery_id, DeliveryStatus.CANCELLED)
 
     async def mark_sent(self, delivery_id: int, *, ts: str) -> None:
         delivery = self._change(delivery_id, DeliveryStatus.SENT)

@@ -180,6 +180,16 @@ async def test_check_passes_on_a_good_setup(servers: Servers) -> None:
     assert "All checks passed." in run.stdout
 
 
+async def test_check_names_missing_history_scopes_as_optional(servers: Servers) -> None:
+    servers.slack.scopes = tuple(scope for scope in servers.slack.scopes if not scope.endswith(":history"))
+
+    run = await run_cli("check", env=servers.env)
+
+    assert run.code == 0, run.stdout + run.stderr
+    assert "Optional scopes are missing" in run.stdout
+    assert "without channels:history, posts to public channels whose outcome is unknown" in run.stdout
+
+
 async def test_check_catches_custom_field_without_prefix(servers: Servers) -> None:
     run = await run_cli("check", env={**servers.env, "PLANHAT_CHANNEL_FIELD": "Slack Channel"})
 

@@ -98,6 +98,7 @@ def _make_target(channel_id: str, *company_names: str) -> DeliveryTarget:
             company_id=f"id-{name.lower()}",
             company_name=name,
             values={"renewalDate": "2025-03-01", "custom.Tier": "Gold"},
+            variables={"company.name": name},
         )
         for name in company_names
     )

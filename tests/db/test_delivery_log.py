@@ -81,11 +81,13 @@ async def test_create_broadcast_records_pending_delivery_per_target(
             "company_id": "id-acme",
             "company_name": "Acme",
             "values": {"renewalDate": "2025-03-01", "custom.Tier": "Gold"},
+            "variables": {"company.name": "Acme"},
         },
         {
             "company_id": "id-acme europe",
             "company_name": "Acme Europe",
             "values": {"renewalDate": "2025-03-01", "custom.Tier": "Gold"},
+            "variables": {"company.name": "Acme Europe"},
         },
     ]
     assert [company["company_name"] for company in rows[1].companies] == ["Globex"]
@@ -234,7 +236,7 @@ async def test_mark_sent_on_pending_delivery_raises(
 ) -> None:
     record = await delivery_log.create_broadcast(new_broadcast())
 
-    with pytest.raises(InvalidStateTransition, match="call mark_sending before posting"):
+    with pytest.raises(InvalidStateTransition, match="Call mark_sending before posting"):
         await delivery_log.mark_sent(record.deliveries[0].id, ts="1700000000.000100")
 
 

@@ -11,6 +11,7 @@ from handlers.views import send as views
 from planhat.errors import TOKEN_HELP
 from segments.audience import Audience
 from segments.permissions import NOT_ALLOWED
+from segments.ports import BroadcastStatus
 from segments.rules import rules_from_json, rules_to_json
 from segments.text import parse_rules
 from tests.scenario.conftest import World
@@ -441,7 +442,9 @@ async def test_planhat_failure_at_send_time_reaches_sender_by_dm(world: World) -
 
     assert "Some channels may already have" not in text
     assert _channel_posts(world) == {}
-    assert await world.services.deliveries.list_broadcasts(TEAM_ID) == ()
+    [broadcast] = await world.services.deliveries.list_broadcasts(TEAM_ID)
+    assert broadcast.status == BroadcastStatus.FAILED
+    assert broadcast.deliveries == ()
 
 
 async def test_expired_trigger_is_told_to_user(world: World) -> None:

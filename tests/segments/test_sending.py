@@ -19,11 +19,12 @@ from segments.sending import MAX_ATTEMPTS, BroadcastSender
 from tests.fakes import InMemoryDeliveryLog, ManualClock, SlackStarter, slack_channel
 
 TOKEN = "xoxb-test"
-PENDING, SENDING, SENT, FAILED = (
+PENDING, SENDING, SENT, FAILED, UNCONFIRMED = (
     DeliveryStatus.PENDING,
     DeliveryStatus.SENDING,
     DeliveryStatus.SENT,
     DeliveryStatus.FAILED,
+    DeliveryStatus.UNCONFIRMED,
 )
 
 
@@ -257,7 +258,7 @@ async def test_metadata_and_blocks_are_attached(
 
 
 @pytest.mark.parametrize(("status", "error"), [(500, "internal_error"), (503, "service_unavailable"), (200, "fatal_error")])
-async def test_unconfirmed_post_fails_and_is_never_reposted(
+async def test_unknown_outcome_without_history_scope_is_unconfirmed(
     start_slack: SlackStarter, delivery_log: InMemoryDeliveryLog, clock: ManualClock, status: int, error: str
 ) -> None:
     channels = [slack_channel("C0ACME001", "customer-acme"), slack_channel("C0GLOBEX1", "customer-globex")]
@@ -275,9 +276,13 @@ async def test_unconfirmed_post_fails_and_is_never_reposted(
     deliveries = _by_channel(record.deliveries)
     unconfirmed = deliveries["C0ACME001"]
     assert len(_post_calls(state, "C0ACME001")) == 1
-    assert unconfirmed.status == FAILED
+    assert state.calls_to("conversations.history") == []
+    assert unconfirmed.status == UNCONFIRMED
     assert unconfirmed.error == "unknown_outcome"
-    assert unconfirmed.reason == "Slack did not confirm the post. Check #customer-acme before resending."
+    assert unconfirmed.reason == (
+        "Slack did not confirm the post, and segment-bot cannot read #customer-acme's history to "
+        "check, so it was not posted again. Check #customer-acme."
+    )
     assert deliveries["C0GLOBEX1"].status == SENT
 
 
@@ -309,7 +314,7 @@ async def test_timeout_is_unknown_outcome(start_slack: SlackStarter, delivery_lo
     record = await BroadcastSender(client=client, log=delivery_log).send(_broadcast(channels))
 
     [delivery] = record.deliveries
-    assert delivery.status == FAILED
+    assert delivery.status == UNCONFIRMED
     assert delivery.error == "unknown_outcome"
     assert delivery.attempts == 1
 
