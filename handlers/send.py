@@ -26,6 +26,14 @@ from handlers.common import error_text, segment_not_found, team_and_user, tell_u
 from handlers.views import send as views
 from segments.broadcasts import BroadcastRequest, BroadcastRun, LiveMessage
 from segments.permissions import NOT_ALLOWED
+from segments.personalize import (
+    MessageRenderer,
+    TemplateError,
+    find_missing_values,
+    join_split_variables,
+    sample_company,
+    sample_target,
+)
 from segments.ports import SegmentRecord
 from segments.rules import rules_from_json
 from segments.slack_text import escape_mrkdwn
@@ -191,9 +199,10 @@ def register(app: AsyncApp, services: Services) -> None:
     ) -> None:
         team_id, user_id = team_and_user(body)
         form = views.read_send_form(body["view"]["state"]["values"])
-        message_text = views.rich_text_to_mrkdwn(form.message) if form.message else ""
+        message = join_split_variables(form.message) if form.message else None
+        message_text = views.rich_text_to_mrkdwn(message) if message else ""
         errors = views.send_form_errors(form, message_text=message_text)
-        if errors or form.segment_id is None or form.message is None:
+        if errors or form.segment_id is None or message is None:
             await ack(response_action="errors", errors=errors)
             return
         segment = await services.segments.get(form.segment_id)
@@ -215,7 +224,7 @@ def register(app: AsyncApp, services: Services) -> None:
             user_id=user_id,
             segment_id=segment.id,
             segment_name=segment.name,
-            message=form.message,
+            message=message,
             message_text=message_text,
             created_at=time.monotonic(),
         )
@@ -269,40 +278,117 @@ async def _show_confirmation(
     key: str,
     test_first: bool,
 ) -> None:
-    """Resolve the audience fresh and replace the "Checking…" view with the confirmation."""
+    """Resolve the audience fresh and replace the "Checking…" view with the confirmation.
+
+    A message whose variables do not fit Planhat's fields, or that lacks values for some
+    companies, turns the view back into the send modal with the message and the problem.
+    """
     try:
         segment = await services.segments.get(draft.segment_id)
         if segment is None:
             raise segment_not_found(draft.segment_name, [])
         mapping, timezone = await services.mapping_for(draft.team_id)
-        audience = await services.resolver.resolve(
-            rules_from_json(segment.rules), fresh=True, mapping=mapping, timezone=timezone
+        catalog = await services.resolver.catalog()
+        renderer = MessageRenderer(
+            message_text=draft.message_text, message_blocks=[draft.message], catalog=catalog
         )
+        audience = await services.resolver.resolve(
+            rules_from_json(segment.rules),
+            catalog=catalog,
+            fresh=True,
+            mapping=mapping,
+            timezone=timezone,
+            template=renderer.template,
+        )
+    except TemplateError as exc:
+        # The error quotes what the sender typed, and the notice is mrkdwn.
+        problem = escape_mrkdwn(str(exc))
+        await _return_to_send_modal(
+            client, services=services, view_id=view_id, draft=draft, problem=problem
+        )
+        return
     except Exception as exc:  # noqa: BLE001 - the person waiting in the modal must see any failure
         view = views.message_view(error_text(exc))
         await _update_view(client, view_id=view_id, view=view, user_id=draft.user_id)
         return
 
+    missing = find_missing_values(audience.targets, renderer.template)
+    if missing is not None:
+        await _return_to_send_modal(
+            client, services=services, view_id=view_id, draft=draft, problem=missing.describe()
+        )
+        return
+
     draft.channel_ids = frozenset(target.channel_id for target in audience.targets)
+    preview = _Preview(message=draft.message, text=draft.message_text)
+    target = sample_target(audience.targets)
+    if renderer.is_personalized and target is not None:
+        rendered = renderer.render_for(target.companies)
+        company = sample_company(target.companies)
+        preview = _Preview(
+            message=rendered.blocks[0] if rendered.blocks else draft.message,
+            text=rendered.text,
+            note=views.preview_note(
+                target=target,
+                company_name=company.company_name if company is not None else "",
+                targets=audience.targets,
+            ),
+        )
     test_note = None
     if test_first and audience.targets:
-        test_note = await _send_test(services, draft=draft, channel_count=len(audience.targets))
+        test_note = await _send_test(
+            services, draft=draft, preview=preview, channel_count=len(audience.targets)
+        )
     view = views.confirmation_view(
         segment_name=segment.name,
         audience=audience,
-        message=draft.message,
+        message=preview.message,
         test_note=test_note,
         metadata=key,
+        preview_note=preview.note,
     )
     await _update_view(client, view_id=view_id, view=view, user_id=draft.user_id)
 
 
-async def _send_test(services: Services, *, draft: Draft, channel_count: int) -> str:
+@dataclass(frozen=True)
+class _Preview:
+    """The message as the sample channel will see it, and which channel and company that is."""
+
+    message: Mapping[str, Any]
+    text: str
+    note: str | None = None
+
+
+async def _return_to_send_modal(
+    client: AsyncWebClient, *, services: Services, view_id: str, draft: Draft, problem: str
+) -> None:
+    """Show the send modal again with the draft's segment and message, and `problem` under it."""
+    logger.info(
+        "Send to segment %d by user %s returned to the send modal: %s",
+        draft.segment_id,
+        draft.user_id,
+        problem,
+    )
+    segments = await services.segments.list(team_id=draft.team_id)
+    selected = next((segment for segment in segments if segment.id == draft.segment_id), None)
+    view = views.send_modal(
+        segments=segments,
+        selected=selected,
+        initial_message=draft.message,
+        message_notice=f":warning: {problem}",
+    )
+    await _update_view(client, view_id=view_id, view=view, user_id=draft.user_id)
+
+
+async def _send_test(
+    services: Services, *, draft: Draft, preview: _Preview, channel_count: int
+) -> str:
     text, blocks = views.build_test_dm(
-        message=draft.message,
-        message_text=draft.message_text,
+        message=preview.message,
+        message_text=preview.text,
         segment_name=draft.segment_name,
         channel_count=channel_count,
+        preview_note=preview.note,
     )
     try:
         await services.poster.chat_postMessage(

@@ -25,6 +25,7 @@ from segments.channels import (
     resolve_channels,
 )
 from segments.evaluate import EvaluationContext, build_matcher, rule_warnings
+from segments.personalize import Template, capture_variables, template_fields
 from segments.ports import CompanySource, DeliveryTarget, QualifyingCompany
 from segments.properties import PropertyCatalog
 from segments.rules import Operator, RuleNode, iter_conditions, rule_properties
@@ -140,10 +141,13 @@ class AudienceResolver:
         today: date | None = None,
         mapping: ChannelMapping | None = None,
         timezone: str | None = None,
+        template: Template | None = None,
     ) -> Audience:
         """Compute the audience of `rules` now. `fresh=True` bypasses every cache (used by sends).
 
         `mapping` and `timezone` override the resolver's defaults, for a workspace's own settings.
+        With a message `template` (parsed with the same catalog), each qualifying company of the
+        targets carries the values of the template's variables.
         """
         started = time.perf_counter()
         mapping = mapping or self._mapping
@@ -156,12 +160,18 @@ class AudienceResolver:
 
         fields = list(matcher.planhat_fields)
         fields.extend(mapping.planhat_fields())
+        if template is not None:
+            fields.extend(template_fields(template, catalog))
         snapshot = await self._source.fetch_companies(fields=fields, fresh=fresh)
         selected = [company for company in snapshot.companies if matcher.matches(company)]
         directory = await self._channel_directory(fresh=fresh)
         resolution = resolve_channels(selected, directory, mapping)
 
         values_by_company = {company.id: matcher.values(company) for company in selected}
+        variables_by_company = {
+            company.id: capture_variables(company, template, catalog, context) if template is not None else {}
+            for company in selected
+        }
         matched = [
             MatchedCompany(
                 company_id=row.company.id,
@@ -188,6 +198,7 @@ class AudienceResolver:
                         company_id=company.id,
                         company_name=company.name,
                         values=values_by_company[company.id],
+                        variables=variables_by_company[company.id],
                     )
                     for company in target.companies
                 ],

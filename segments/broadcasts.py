@@ -23,25 +23,58 @@ from slack_sdk.web.async_client import AsyncWebClient
 from segments.audience import Audience, AudienceResolver
 from segments.channels import ChannelMapping
 from segments.errors import UserFacingError
+from segments.personalize import MessageRenderer, find_missing_values
 from segments.ports import (
     BroadcastRecord,
-    DeliveryLog,
     DeliveryRecord,
     DeliveryStatus,
+    DeliveryTarget,
     NewBroadcast,
     SegmentRecord,
 )
 from segments.rules import rules_from_json
-from segments.sending import BroadcastSender
+from segments.sending import BroadcastSender, DurableDeliveryLog, Renderer
 from segments.slack_text import escape_mrkdwn, format_delivery_report
 
 logger = logging.getLogger(__name__)
 
+_NOT_DELIVERED = frozenset(
+    {DeliveryStatus.FAILED, DeliveryStatus.UNCONFIRMED, DeliveryStatus.CANCELLED}
+)
 # chat.update is a Tier 3 method (about 50 calls a minute), and one edit every two seconds is also
 # as often as a person can read the counts.
 UPDATE_INTERVAL_SECONDS = 2.0
 
 Sleep = Callable[[float], Awaitable[Any]]
+
+
+class BroadcastLog(DurableDeliveryLog, Protocol):
+    """The storage a broadcast run needs: the delivery log plus the resolving step and report DM."""
+
+    async def start_resolving(
+        self, broadcast: NewBroadcast, *, rules: Mapping[str, Any]
+    ) -> BroadcastRecord:
+        """Insert a `resolving` broadcast without deliveries."""
+        ...
+
+    async def add_audience(
+        self,
+        broadcast_id: int,
+        *,
+        rules_text: str,
+        targets: Sequence[DeliveryTarget],
+        unmapped: Sequence[Mapping[str, str]],
+    ) -> BroadcastRecord:
+        """Store the audience as `pending` deliveries; raise when the broadcast was cancelled."""
+        ...
+
+    async def fail_resolving(self, broadcast_id: int) -> BroadcastRecord:
+        """Finish a `resolving` broadcast as `failed`."""
+        ...
+
+    async def set_report_message(self, broadcast_id: int, *, channel: str, ts: str) -> None:
+        """Remember the sender's report DM."""
+        ...
 
 
 class SegmentLookup(Protocol):
@@ -106,7 +139,8 @@ class ProgressCounts:
 
     @property
     def failed(self) -> int:
-        return sum(status == DeliveryStatus.FAILED for status in self._statuses.values())
+        """Deliveries that ended without a confirmed post: failed, unconfirmed or cancelled."""
+        return sum(status in _NOT_DELIVERED for status in self._statuses.values())
 
     @property
     def pending(self) -> int:
@@ -153,13 +187,16 @@ class LiveMessage:
         user_id: str,
         interval_seconds: float = UPDATE_INTERVAL_SECONDS,
         sleep: Sleep = asyncio.sleep,
+        channel: str | None = None,
+        ts: str | None = None,
     ) -> None:
+        # `channel` and `ts` continue a message posted earlier, for example before a restart.
         self._client = client
         self._user_id = user_id
         self._interval = interval_seconds
         self._sleep = sleep
-        self._channel: str | None = None
-        self._ts: str | None = None
+        self._channel = channel
+        self._ts = ts
         self._out_of_date = asyncio.Event()
         # Held for each write, so the final edit can never be overtaken by a progress edit.
         self._lock = asyncio.Lock()
@@ -168,6 +205,13 @@ class LiveMessage:
     @property
     def posted(self) -> bool:
         return self._ts is not None
+
+    @property
+    def location(self) -> tuple[str, str] | None:
+        """Return the message's conversation id and ts once it is posted."""
+        if self._channel is None or self._ts is None:
+            return None
+        return self._channel, self._ts
 
     async def show(self, text: str) -> bool:
         """Post the message, or edit it when it exists. Return whether Slack accepted the text."""
@@ -229,9 +273,11 @@ class LiveMessage:
 class BroadcastRun:
     """One confirmed broadcast: fresh audience, posts through `BroadcastSender`, live DM report.
 
+    The broadcast is stored as `resolving` (with the segment's rules) before the audience is
+    resolved, and its report DM is remembered, so `segments.resume` can finish it after a crash.
     `run` raises the resolver's and the sender's errors, and `UserFacingError` when the segment
-    was deleted or reaches no channel at send time. The caller reports those
-    failures to the sender through `dm`.
+    was deleted or reaches no channel at send time. The caller reports those failures to the
+    sender through `dm`.
     """
 
     def __init__(
@@ -239,17 +285,20 @@ class BroadcastRun:
         *,
         resolver: AudienceResolver,
         segments: SegmentLookup,
-        log: DeliveryLog,
+        log: BroadcastLog,
         poster: AsyncWebClient,
         dm: LiveMessage,
+        render: Renderer | None = None,
     ) -> None:
         self._resolver = resolver
         self._segments = segments
         self._log = log
         self._poster = poster
+        self._render = render
         self.dm = dm
         # Set once the first post may have been made, so a failure report can warn about resending.
         self.sending_started = False
+        self.broadcast_id: int | None = None
 
     async def run(
         self, request: BroadcastRequest, *, mapping: ChannelMapping, timezone: str
@@ -262,16 +311,53 @@ class BroadcastRun:
                 "Choose another segment and send again."
             )
         await self.dm.show(checking_text(segment.name))
-        rules = rules_from_json(segment.rules)
-        audience = await self._resolver.resolve(
-            rules, fresh=True, mapping=mapping, timezone=timezone
+        draft = NewBroadcast(
+            team_id=request.team_id,
+            segment_id=segment.id,
+            segment_name=segment.name,
+            rules_text="",
+            message_text=request.message_text,
+            message_blocks=request.message_blocks,
+            sent_by=request.user_id,
+            targets=(),
         )
+        started = await self._log.start_resolving(draft, rules=segment.rules)
+        self.broadcast_id = started.id
+        await remember_report_message(self._log, broadcast_id=started.id, dm=self.dm)
+
+        try:
+            # Personalization: the message's variables are read with the audience, and stored
+            # with each delivery so a resumed delivery renders the same text.
+            catalog = await self._resolver.catalog()
+            renderer = MessageRenderer(
+                message_text=request.message_text,
+                message_blocks=request.message_blocks,
+                catalog=catalog,
+            )
+            audience = await self._resolver.resolve(
+                rules_from_json(segment.rules),
+                catalog=catalog,
+                fresh=True,
+                mapping=mapping,
+                timezone=timezone,
+                template=renderer.template,
+            )
+        except BaseException:
+            await self._log.fail_resolving(started.id)
+            raise
         if not audience.targets:
+            await self._log.fail_resolving(started.id)
             name = escape_mrkdwn(segment.name)
             raise UserFacingError(
                 f"Nobody to send to: no company in *{name}* has a Slack channel right now, so "
                 "nothing was posted. Preview the segment to see why."
             )
+        # Values can go missing between the confirmation and now, and no channel gets a message
+        # with a blank where a value should be.
+        missing = find_missing_values(audience.targets, renderer.template)
+        if missing is not None:
+            await self._log.fail_resolving(started.id)
+            raise UserFacingError(missing.describe())
         change = AudienceChange.between(
             request.confirmed_channel_ids, [target.channel_id for target in audience.targets]
         )
@@ -283,25 +369,78 @@ class BroadcastRun:
                 change.dropped,
             )
 
-        counts = ProgressCounts(total=len(audience.targets))
-
-        def on_progress(delivery: DeliveryRecord) -> None:
-            counts.record(delivery)
-            self.dm.request_update()
-
-        # NOTE: a sender per run means two broadcasts running at once in one workspace keep
-        # separate per-channel pacing. Both still pause for Slack's 429 responses.
-        sender = BroadcastSender(client=self._poster, log=self._log, on_progress=on_progress)
-        await self.dm.show(progress_text(segment.name, counts))
-        self.dm.follow(lambda: progress_text(segment.name, counts))
+        broadcast = _new_broadcast(request, segment=segment, audience=audience)
+        record = await self._log.add_audience(
+            started.id,
+            rules_text=broadcast.rules_text,
+            targets=broadcast.targets,
+            unmapped=broadcast.unmapped,
+        )
         self.sending_started = True
-        try:
-            record = await sender.send(_new_broadcast(request, segment=segment, audience=audience))
-        finally:
-            await self.dm.stop_following()
-        unmapped = len({row.company_id for row in audience.unmapped})
-        await self.dm.show(report_text(record, change=change, unmapped=unmapped))
-        return record
+        return await deliver_with_report(
+            record,
+            message_text=broadcast.message_text,
+            message_blocks=broadcast.message_blocks,
+            segment_name=segment.name,
+            log=self._log,
+            poster=self._poster,
+            dm=self.dm,
+            render=self._render or renderer.render_delivery,
+            change=change,
+            unmapped=len({row.company_id for row in audience.unmapped}),
+        )
+
+
+async def remember_report_message(log: BroadcastLog, *, broadcast_id: int, dm: LiveMessage) -> None:
+    """Store where the report DM is, so a restarted process edits it instead of posting another."""
+    location = dm.location
+    if location is not None:
+        await log.set_report_message(broadcast_id, channel=location[0], ts=location[1])
+
+
+async def deliver_with_report(
+    record: BroadcastRecord,
+    *,
+    message_text: str,
+    message_blocks: Sequence[Mapping[str, Any]] | None,
+    segment_name: str,
+    log: BroadcastLog,
+    poster: AsyncWebClient,
+    dm: LiveMessage,
+    render: Renderer | None = None,
+    change: AudienceChange | None = None,
+    unmapped: int = 0,
+) -> BroadcastRecord:
+    """Post a stored broadcast's open deliveries with a live DM report, and return the final record.
+
+    Used by a fresh run, by resume after a restart, and by a resend of failed deliveries.
+    """
+    counts = ProgressCounts(total=len(record.deliveries))
+    for delivery in record.deliveries:
+        counts.record(delivery)
+
+    def on_progress(delivery: DeliveryRecord) -> None:
+        counts.record(delivery)
+        dm.request_update()
+
+    # NOTE: a sender per run means two broadcasts running at once in one workspace keep
+    # separate pacing. Both still pause for Slack's 429 responses.
+    sender = BroadcastSender(client=poster, log=log, on_progress=on_progress, render=render)
+    was_posted = dm.posted
+    await dm.show(progress_text(segment_name, counts))
+    if not was_posted:
+        await remember_report_message(log, broadcast_id=record.id, dm=dm)
+    dm.follow(lambda: progress_text(segment_name, counts))
+    try:
+        finished = await sender.deliver(
+            record, message_text=message_text, message_blocks=message_blocks
+        )
+    finally:
+        await dm.stop_following()
+    await dm.show(
+        report_text(finished, change=change or AudienceChange(added=0, dropped=0), unmapped=unmapped)
+    )
+    return finished
 
 
 def _new_broadcast(

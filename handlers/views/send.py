@@ -17,7 +17,8 @@ from typing import Any
 
 from segments.audience import Audience
 from segments.channels import BOT_MENTION
-from segments.ports import SegmentRecord
+from segments.personalize import TemplateError, check_template_syntax
+from segments.ports import DeliveryTarget, SegmentRecord
 from segments.slack_text import escape_mrkdwn
 
 # Callback ids of the shortcuts (the app manifest uses the same two) and of the two views.
@@ -209,6 +210,11 @@ def send_form_errors(form: SendForm, *, message_text: str) -> dict[str, str]:
             f"The message is {len(message_text):,} characters long, but Slack shows at most "
             f"{MAX_MESSAGE_CHARS:,}. Shorten it."
         )
+    else:
+        try:
+            check_template_syntax(message_text)
+        except TemplateError as exc:
+            errors[MESSAGE_BLOCK] = str(exc)
     return errors
 
 
@@ -245,10 +251,13 @@ def confirmation_view(
     message: Mapping[str, Any],
     test_note: str | None,
     metadata: str,
+    preview_note: str | None = None,
 ) -> dict[str, Any]:
     """List exactly which channels will get the message, and what is left out.
 
-    Without channels the view says there is nobody to send to and has no submit button.
+    `message` is the block one channel will see, and `preview_note` names the channel and
+    company a personalized message was rendered for. Without channels the view says there is
+    nobody to send to and has no submit button.
     """
     name = escape_mrkdwn(segment_name)
     channel_count = len(audience.targets)
@@ -281,7 +290,10 @@ def confirmation_view(
         f"*{name}* will go to *{_count(channel_count, 'channel')}* "
         f"({_count(companies, 'company', 'companies')}):"
     )
-    preview = [{"type": "divider"}, _section("*Message*"), dict(message)]
+    preview = [{"type": "divider"}, _section("*Message*")]
+    if preview_note:
+        preview.append(_context(preview_note))
+    preview.append(dict(message))
     room = MAX_VIEW_BLOCKS - 1 - len(tail) - len(preview)
     channel_ids = [target.channel_id for target in audience.targets]
     view["submit"] = _plain(f"Send to {_count(channel_count, 'channel')}")
@@ -338,14 +350,38 @@ def _warnings_context(warnings: Sequence[str]) -> dict[str, Any]:
 
 
 def build_test_dm(
-    *, message: Mapping[str, Any], message_text: str, segment_name: str, channel_count: int
+    *,
+    message: Mapping[str, Any],
+    message_text: str,
+    segment_name: str,
+    channel_count: int,
+    preview_note: str | None = None,
 ) -> tuple[str, list[dict[str, Any]]]:
-    """Return the text and blocks of the test DM: the message, then a note that it is a test."""
-    note = (
-        f"Test of your message to *{escape_mrkdwn(segment_name)}*. Nobody else got it. "
-        f"Confirm in the {TITLE} window to post it to {_count(channel_count, 'channel')}."
-    )
+    """Return the text and blocks of the test DM: the message, then a note that it is a test.
+
+    `preview_note` names the channel and company a personalized message was rendered for.
+    """
+    note = f"Test of your message to *{escape_mrkdwn(segment_name)}*. Nobody else got it. "
+    if preview_note:
+        note += f"{preview_note} "
+    note += f"Confirm in the {TITLE} window to post it to {_count(channel_count, 'channel')}."
     return message_text, [dict(message), _context(note)]
+
+
+def preview_note(
+    *, target: DeliveryTarget, company_name: str, targets: Sequence[DeliveryTarget]
+) -> str:
+    """Say which channel and company a personalized preview shows, and how shared ones render."""
+    company = escape_mrkdwn(company_name) if company_name.strip() else "a company without a name"
+    note = f"As <#{target.channel_id}> will see it, with the values of {company}."
+    shared = sum(len(item.companies) > 1 for item in targets)
+    if shared:
+        have = _count(shared, "channel has", "channels have")
+        note += (
+            f" {have} more than one company, so each of those gets the values of its first "
+            "company by name."
+        )
+    return note
 
 
 def describe_failed_test(reason: str) -> str:
@@ -492,8 +528,11 @@ def _raw_text(element: Mapping[str, Any]) -> str:
 
 _FENCE = re.compile(r"```(.*?)```", re.DOTALL)
 _QUOTE_PREFIX = re.compile(r"^(?:&gt;|>) ?")
+# A `{{...}}` variable comes first and is kept as text, so `_` or `*` in a custom field name never
+# turns into a style and the variable survives the round trip to rich text and back.
 _INLINE = re.compile(
-    r"<(?P<angle>[^<>\n]+)>"
+    r"(?P<variable>\{\{[^{}\n]*\}\})"
+    r"|<(?P<angle>[^<>\n]+)>"
     r"|`(?P<code>[^`\n]+)`"
     r"|(?<![\w*])\*(?P<bold>[^*\n]+)\*(?![\w*])"
     r"|(?<![\w_])_(?P<italic>[^_\n]+)_(?![\w_])"
@@ -548,7 +587,9 @@ def _inline(text: str, style: Mapping[str, bool]) -> list[dict[str, Any]]:
     for match in _INLINE.finditer(text):
         if match.start() > position:
             elements.append(_text(html.unescape(text[position : match.start()]), style))
-        if match["angle"] is not None:
+        if match["variable"] is not None:
+            elements.append(_text(html.unescape(match["variable"]), style))
+        elif match["angle"] is not None:
             elements.append(_angle(match["angle"], style))
         elif match["code"] is not None:
             elements.append(_text(html.unescape(match["code"]), {**style, "code": True}))

@@ -24,7 +24,7 @@ from segments.broadcasts import (
 )
 from segments.channels import ChannelMapping
 from segments.errors import UserFacingError
-from segments.ports import DeliveryRecord, DeliveryStatus, SegmentRecord
+from segments.ports import BroadcastStatus, DeliveryRecord, DeliveryStatus, SegmentRecord
 from segments.properties import PropertyCatalog
 from segments.rules import rules_to_json
 from segments.text import parse_rules
@@ -239,7 +239,10 @@ async def test_run_without_channels_posts_nothing(setup: Setup) -> None:
     with pytest.raises(UserFacingError, match="Nobody to send to"):
         await setup.run.run(_request(segment_id=2), mapping=MAPPING, timezone="UTC")
 
-    assert setup.log.created == []
+    stored = await setup.log.get_broadcast(1)
+    assert stored is not None
+    assert stored.status == BroadcastStatus.FAILED
+    assert stored.deliveries == ()
     assert setup.run.sending_started is False
 
 
@@ -254,7 +257,10 @@ async def test_run_raises_planhat_failure_before_posting(setup: Setup) -> None:
     with pytest.raises(PlanhatServerError):
         await setup.run.run(_request(), mapping=MAPPING, timezone="UTC")
 
-    assert setup.log.created == []
+    stored = await setup.log.get_broadcast(1)
+    assert stored is not None
+    assert stored.status == BroadcastStatus.FAILED
+    assert stored.deliveries == ()
     assert setup.run.sending_started is False
     assert setup.state.posts_in("C0ACME") == []
 
