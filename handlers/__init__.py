@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def register_all(app: AsyncApp, services: Services) -> None:
-    from . import builder, commands, home, send
+    from . import builder, commands, home, send, workflow
 
-    for module in (commands, builder, send, home):
+    for module in (commands, builder, send, home, workflow):
         module.register(app, services)
