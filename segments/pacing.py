@@ -32,10 +32,13 @@ DEFAULT_CHANNEL_INTERVAL = 1.1
 # Slack's 429 responses carry Retry-After. Without it, posting resumes after one second.
 DEFAULT_RETRY_AFTER = 1.0
 # Rate added per confirmed post, in posts per second. See `Pacer.on_success` for why the increase
-# counts posts rather than seconds.
-INCREASE_PER_SUCCESS = 0.5
+# counts posts rather than seconds, and docs/benchmarks.md for measurements of other steps.
+DEFAULT_INCREASE_PER_SUCCESS = 0.5
 # Float slack in token and slot comparisons, so a refill computed as 0.9999999 tokens still counts.
 _EPSILON = 1e-9
+# Past channel slots are dropped once this many are stored. Only about rate * channel_interval
+# slots are in the future at any time, so the table stays small.
+_MAX_STORED_SLOTS = 1024
 
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -66,6 +69,7 @@ class Pacer:
         min_rate: float = DEFAULT_MIN_RATE,
         max_rate: float = DEFAULT_MAX_RATE,
         channel_interval: float = DEFAULT_CHANNEL_INTERVAL,
+        increase_per_success: float = DEFAULT_INCREASE_PER_SUCCESS,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -76,9 +80,15 @@ class Pacer:
             )
         if channel_interval < 0:
             raise ValueError(f"channel_interval must be 0 or more seconds, got {channel_interval}.")
+        if increase_per_success < 0:
+            raise ValueError(
+                "increase_per_success must be 0 or more posts per second, "
+                f"got {increase_per_success}."
+            )
         self._min_rate = min_rate
         self._max_rate = max_rate
         self._channel_interval = channel_interval
+        self._increase_per_success = increase_per_success
         self._clock = clock
         self._sleep = sleep
 
@@ -86,7 +96,7 @@ class Pacer:
         self._tokens = _capacity(initial_rate)
         self._refilled_at = clock()
         self._paused_until = float("-inf")
-        # Earliest time of the next post per channel. Entries in the past are pruned when idle.
+        # Earliest time of the next post per channel.
         self._channel_slots: dict[str, float] = {}
         self._waiters: deque[_Waiter] = deque()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -140,20 +150,21 @@ class Pacer:
         self._notify()
 
     def on_success(self) -> None:
-        """Raise the rate by `INCREASE_PER_SUCCESS` posts per second, up to `max_rate`.
+        """Raise the rate by `increase_per_success` posts per second, up to `max_rate`.
 
         The increase counts confirmed posts rather than seconds. A 429 does not say whether the
         workspace limit or a channel limit was hit, so stray 429s halve the rate too. If a share
-        p of posts gets a stray 429, the rate settles near 2 * 0.5 / p (20 posts/s at p = 5%),
-        whereas adding 1 post/s per second would settle near sqrt(2 / p), about 6 posts/s. These
-        are estimates from the AIMD balance of halving and increase. Successes during a pause are
-        not counted, because those posts were sent at the old rate.
+        p of posts gets a stray 429, the default step of 0.5 settles the rate near 2 * 0.5 / p
+        (20 posts/s at p = 5%), whereas adding 1 post/s per second would settle near
+        sqrt(2 / p), about 6 posts/s. Both are estimates from the AIMD balance of halving and
+        increase. Successes during a pause are not counted, because those posts were sent at the
+        old rate.
         """
         now = self._clock()
         if now < self._paused_until or self._rate >= self._max_rate:
             return
         self._refill(now)
-        self._set_rate(min(self._max_rate, self._rate + INCREASE_PER_SUCCESS))
+        self._set_rate(min(self._max_rate, self._rate + self._increase_per_success))
         self._notify()
 
     def _can_post_now(self, channel_id: str) -> bool:
@@ -174,6 +185,8 @@ class Pacer:
         previous = self._channel_slots.get(channel_id)
         slot = self._clock() + self._channel_interval
         self._tokens = max(0.0, self._tokens - 1)
+        if len(self._channel_slots) >= _MAX_STORED_SLOTS:
+            self._prune_slots()
         self._channel_slots[channel_id] = slot
         return previous, slot
 
@@ -223,7 +236,6 @@ class Pacer:
                 if delay is None:
                     break
                 await self._sleep_or_wake(delay)
-            self._prune_slots()
         except BaseException as exc:
             # Fail the waiters rather than leave them waiting for a dispatcher that is gone.
             for waiter in self._waiters:

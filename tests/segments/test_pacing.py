@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segments.pacing import INCREASE_PER_SUCCESS, Pacer
+from segments.pacing import DEFAULT_INCREASE_PER_SUCCESS, Pacer
 
 START = 100.0
 
@@ -91,12 +91,14 @@ def _pacer(
     min_rate: float = 0.5,
     max_rate: float = 50.0,
     channel_interval: float = 1.1,
+    increase_per_success: float = DEFAULT_INCREASE_PER_SUCCESS,
 ) -> Pacer:
     return Pacer(
         initial_rate=initial_rate,
         min_rate=min_rate,
         max_rate=max_rate,
         channel_interval=channel_interval,
+        increase_per_success=increase_per_success,
         clock=vtime,
         sleep=vtime.sleep,
     )
@@ -174,14 +176,23 @@ async def test_success_raises_rate_additively(vtime: VirtualTime) -> None:
     for _ in range(6):
         pacer.on_success()
 
-    assert pacer.rate == pytest.approx(4.0 + 6 * INCREASE_PER_SUCCESS)
+    assert pacer.rate == pytest.approx(4.0 + 6 * DEFAULT_INCREASE_PER_SUCCESS)
+
+
+async def test_success_adds_configured_step(vtime: VirtualTime) -> None:
+    pacer = _pacer(vtime, initial_rate=4.0, increase_per_success=2.0)
+
+    pacer.on_success()
+    pacer.on_success()
+
+    assert pacer.rate == 8.0
 
 
 async def test_success_recovers_to_max_rate_and_stops(vtime: VirtualTime) -> None:
     pacer = _pacer(vtime, initial_rate=2.0, min_rate=0.5, max_rate=5.0)
     for _ in range(3):
         pacer.on_rate_limited(0.0)
-    steps_to_max = round((5.0 - 0.5) / INCREASE_PER_SUCCESS)
+    steps_to_max = round((5.0 - 0.5) / DEFAULT_INCREASE_PER_SUCCESS)
 
     for _ in range(steps_to_max - 1):
         pacer.on_success()
@@ -189,7 +200,7 @@ async def test_success_recovers_to_max_rate_and_stops(vtime: VirtualTime) -> Non
     for _ in range(10):
         pacer.on_success()
 
-    assert below_max == pytest.approx(5.0 - INCREASE_PER_SUCCESS)
+    assert below_max == pytest.approx(5.0 - DEFAULT_INCREASE_PER_SUCCESS)
     assert pacer.rate == 5.0
 
 
@@ -348,6 +359,7 @@ async def test_rate_increase_wakes_waiter_sooner(vtime: VirtualTime) -> None:
         ({"initial_rate": 60.0, "max_rate": 50.0}, "initial_rate=60.0"),
         ({"initial_rate": 0.2, "min_rate": 0.5}, "initial_rate=0.2"),
         ({"channel_interval": -1.0}, "channel_interval"),
+        ({"increase_per_success": -0.5}, "increase_per_success"),
     ],
 )
 def test_invalid_settings_raise(options: dict[str, float], message: str) -> None:
@@ -356,6 +368,7 @@ def test_invalid_settings_raise(options: dict[str, float], message: str) -> None
         "min_rate": 0.5,
         "max_rate": 50.0,
         "channel_interval": 1.1,
+        "increase_per_success": 0.5,
         **options,
     }
 
@@ -365,6 +378,7 @@ def test_invalid_settings_raise(options: dict[str, float], message: str) -> None
             min_rate=values["min_rate"],
             max_rate=values["max_rate"],
             channel_interval=values["channel_interval"],
+            increase_per_success=values["increase_per_success"],
         )
 
 
