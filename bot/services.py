@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -13,6 +14,7 @@ from bot.wiring import posting_slack_client, reading_slack_client
 from db.engine import create_engine, create_session_factory
 from db.migrate import upgrade_database
 from db.records import WorkspaceSettings
+from db.scheduled import SqlScheduledBroadcasts
 from db.stores import SqlAuditLog, SqlDeliveryLog, SqlSegmentStore, SqlSettingsStore
 from planhat.client import PlanhatClient
 from segments.audience import AudienceResolver
@@ -34,6 +36,10 @@ class Services:
     audit: SqlAuditLog
     permissions: Permissions
     tasks: BackgroundTasks
+    scheduled: SqlScheduledBroadcasts
+    # Starts the scheduler's next round at once. `serve` sets it to the running scheduler's
+    # `wake`, and without a scheduler in this process it does nothing.
+    wake_scheduler: Callable[[], None] = lambda: None
 
     async def settings_for(self, team_id: str) -> WorkspaceSettings:
         """Return the workspace's saved settings, with the environment's values as defaults."""
@@ -83,4 +89,5 @@ async def build_services(settings: Settings) -> Services:
             client=reader, admins=settings.segment_admins, settings=workspace_settings, audit=audit
         ),
         tasks=BackgroundTasks(),
+        scheduled=SqlScheduledBroadcasts(sessions),
     )

@@ -1,6 +1,6 @@
 """SQLAlchemy table definitions for everything segment-bot stores.
 
-The migrations (`0001_initial`, then `0002_durable_broadcasts`) create the same schema, and a test
+The migrations in `db/migrations/versions/` create the same schema, and a test
 compares the two so they never drift. Only portable column types are used, so any SQLAlchemy async URL (SQLite, PostgreSQL) works.
 Statuses are stored as the plain strings of `segments.ports.BroadcastStatus` and `DeliveryStatus`.
 """
@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from segments.ports import BroadcastStatus, DeliveryStatus
+from segments.followups import ActionStatus, TargetStatus
 
 # Explicit constraint names keep the migration, the models and every database in agreement, and
 # let later migrations drop or alter a constraint by name.
@@ -126,6 +127,8 @@ class WorkspaceSettingsRow(Base):
     timezone: Mapped[str] = mapped_column(String(64))
     # Slack user ids allowed to manage segments and send broadcasts.
     managers: Mapped[list[Any]] = mapped_column()
+    # Skip channels that received a broadcast in this many days. NULL turns the cap off.
+    frequency_cap_days: Mapped[int | None] = mapped_column(Integer)
     updated_by: Mapped[str] = mapped_column(String(SLACK_ID_LENGTH))
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
 
@@ -157,6 +160,8 @@ class Broadcast(Base):
         Index(None, "team_id", "created_at"),
         # Lets PostgreSQL find the rows to set NULL without a table scan when a segment is deleted.
         Index(None, "segment_id"),
+        # The scheduler's search for due `scheduled` broadcasts.
+        Index(None, "status", "scheduled_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -181,6 +186,11 @@ class Broadcast(Base):
     # edits the same message instead of posting a second one.
     report_channel: Mapped[str | None] = mapped_column(String(SLACK_ID_LENGTH))
     report_ts: Mapped[str | None] = mapped_column(String(32))
+    # When a `scheduled` broadcast sends, and the IANA time zone the sender picked it in.
+    scheduled_at: Mapped[datetime | None] = mapped_column()
+    scheduled_timezone: Mapped[str | None] = mapped_column(String(64))
+    # Channel ids the sender's confirmation showed, to report how the audience changed since.
+    confirmed_channels: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column()
 
@@ -200,6 +210,8 @@ class Delivery(Base):
         UniqueConstraint("broadcast_id", "channel_id"),
         _status_check("status", DeliveryStatus),
         Index(None, "status"),
+        # The frequency cap's search for recent posts to a channel.
+        Index(None, "channel_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -237,3 +249,69 @@ class AuditLogEntry(Base):
     target: Mapped[str | None] = mapped_column(String(255))
     details: Mapped[dict[str, Any]] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class BroadcastAction(Base):
+    """An edit, delete or follow-up of a broadcast's posted messages, recorded before any call."""
+
+    __tablename__ = "broadcast_actions"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ({})".format(", ".join(f"'{member.value}'" for member in ActionStatus)),
+            name="status",
+        ),
+        Index(None, "broadcast_id"),
+        # Lets a restarted process find the actions it left running.
+        Index(None, "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    broadcast_id: Mapped[int] = mapped_column(ForeignKey("broadcasts.id", ondelete="CASCADE"))
+    # `segments.followups.ActionKind`: edit, delete or followup.
+    kind: Mapped[str] = mapped_column(String(STATUS_LENGTH))
+    # The new text (edit) or the reply (follow-up) as written, before personalization; empty for
+    # a delete.
+    text: Mapped[str] = mapped_column(Text)
+    blocks: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
+    requested_by: Mapped[str] = mapped_column(String(SLACK_ID_LENGTH))
+    status: Mapped[str] = mapped_column(String(STATUS_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+    targets: Mapped[list[ActionTarget]] = relationship(
+        back_populates="action",
+        order_by="ActionTarget.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class ActionTarget(Base):
+    """One posted message that an action edits, deletes or replies under."""
+
+    __tablename__ = "action_targets"
+    __table_args__ = (
+        UniqueConstraint("action_id", "delivery_id"),
+        CheckConstraint(
+            "status IN ({})".format(", ".join(f"'{member.value}'" for member in TargetStatus)),
+            name="status",
+        ),
+        Index(None, "delivery_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("broadcast_actions.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(STATUS_LENGTH))
+    error: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The follow-up reply's ts, once posted.
+    reply_ts: Mapped[str | None] = mapped_column(String(32))
+    # When the target first moved to `sending`; kept on retries like `Delivery.sending_started_at`.
+    sending_started_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    action: Mapped[BroadcastAction] = relationship(back_populates="targets")
+    delivery: Mapped[Delivery] = relationship()

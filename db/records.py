@@ -24,6 +24,8 @@ class AuditAction(StrEnum):
     SEGMENT_DELETED = "segment.deleted"
     BROADCAST_CREATED = "broadcast.created"
     BROADCAST_CANCELLED = "broadcast.cancelled"
+    BROADCAST_SCHEDULED = "broadcast.scheduled"
+    BROADCAST_RESCHEDULED = "broadcast.rescheduled"
     BROADCAST_RESENT = "broadcast.resent"
     SETTINGS_UPDATED = "settings.updated"
     PERMISSION_DENIED = "permission.denied"
@@ -42,6 +44,8 @@ class WorkspaceSettings:
     timezone: str = DEFAULT_TIMEZONE
     # Slack user ids allowed to manage segments and send broadcasts.
     managers: Sequence[str] = ()
+    # Channels that received a broadcast in this many days are skipped. None turns the cap off.
+    frequency_cap_days: int | None = None
     updated_by: str | None = None
     updated_at: datetime | None = None
 

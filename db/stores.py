@@ -16,10 +16,14 @@ writers cannot both win:
     pending             --cancel_broadcast--> cancelled
     failed              --reopen_failed-----> pending  (resend)
 
+A delivery is created `skipped` instead of `pending` when the workspace's frequency cap applies
+to its channel (`db.frequency_cap`).
+
 Repeating a mark that the delivery already has is a no-op that logs a WARNING and keeps the
 first values. Any other move raises `InvalidStateTransition`. A broadcast goes from `resolving`
 to `sending` (`add_audience`), then to `sent`, `partially_sent` or `failed` (`finish_broadcast`).
-Either running status can move to `cancelled`, and `reopen_failed` takes a finished broadcast
+A `scheduled` broadcast (`db.scheduled`) moves to `resolving` when the scheduler claims it, or to
+`cancelled`. Either running status can move to `cancelled`, and `reopen_failed` takes a finished broadcast
 back to `sending`.
 """
 
@@ -36,6 +40,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
+from db.frequency_cap import capped_channels
+from db.actions import ActionNotFound, SqlActionLog  # noqa: F401 - re-exported for callers
 from db.models import (
     SEGMENT_NAME_MAX_LENGTH,
     AuditLogEntry,
@@ -482,14 +488,25 @@ def _validate_targets(targets: Sequence[DeliveryTarget]) -> None:
         seen.add(target.channel_id)
 
 
-def _new_deliveries(targets: Sequence[DeliveryTarget], *, now: datetime) -> list[Delivery]:
+async def _new_deliveries(
+    session: AsyncSession, *, team_id: str, targets: Sequence[DeliveryTarget], now: datetime
+) -> list[Delivery]:
+    """Build one `pending` delivery per target, or `skipped` where the frequency cap applies.
+
+    Every path that stores an audience (immediate, scheduled and workflow sends) comes through
+    here, so the workspace's frequency cap applies to all of them alike.
+    """
+    skipped = await capped_channels(
+        session, team_id=team_id, channel_ids=[target.channel_id for target in targets], now=now
+    )
     return [
         Delivery(
             channel_id=target.channel_id,
             channel_name=target.channel_name,
             is_private=target.is_private,
             companies=_companies_json(target),
-            status=DeliveryStatus.PENDING,
+            status=DeliveryStatus.SKIPPED if target.channel_id in skipped else DeliveryStatus.PENDING,
+            reason=skipped.get(target.channel_id),
             attempts=0,
             created_at=now,
             updated_at=now,
@@ -520,8 +537,10 @@ class SqlDeliveryLog:
         _validate_targets(broadcast.targets)
         now = utc_now()
         row = self._broadcast_row(broadcast, rules=rules, status=BroadcastStatus.SENDING, now=now)
-        row.deliveries = _new_deliveries(broadcast.targets, now=now)
         async with self._session_factory() as session, session.begin():
+            row.deliveries = await _new_deliveries(
+                session, team_id=broadcast.team_id, targets=broadcast.targets, now=now
+            )
             session.add(row)
             await session.flush()
             self._audit_created(session, row, channels=len(broadcast.targets))
@@ -590,7 +609,9 @@ class SqlDeliveryLog:
             row.rules_text = rules_text
             row.unmapped = [dict(company) for company in unmapped]
             row.status = BroadcastStatus.SENDING
-            row.deliveries.extend(_new_deliveries(targets, now=now))
+            row.deliveries.extend(
+                await _new_deliveries(session, team_id=row.team_id, targets=targets, now=now)
+            )
             await session.flush()
             self._audit_created(session, row, channels=len(targets))
             record = _broadcast_record(row)
@@ -1061,7 +1082,7 @@ def _settings_changes(
     before: WorkspaceSettings, after: WorkspaceSettings
 ) -> dict[str, dict[str, Any]]:
     changes: dict[str, dict[str, Any]] = {}
-    for name in ("channel_field", "channel_template", "timezone", "managers"):
+    for name in ("channel_field", "channel_template", "timezone", "managers", "frequency_cap_days"):
         old = getattr(before, name)
         new = getattr(after, name)
         if name == "managers":
@@ -1101,12 +1122,19 @@ class SqlSettingsStore:
         timezone: str,
         managers: Iterable[str],
         user_id: str,
+        frequency_cap_days: int | None = None,
     ) -> WorkspaceSettings:
         """Replace all settings of the workspace and audit the fields that changed.
 
-        An empty `channel_field` is stored as None. Raises ValueError for an empty template, an
-        unknown time zone or an empty manager id.
+        An empty `channel_field` is stored as None, and `frequency_cap_days=None` turns the cap
+        off. Raises ValueError for an empty template, an unknown time zone, an empty manager id
+        or a cap below one day.
         """
+        if frequency_cap_days is not None and frequency_cap_days < 1:
+            raise ValueError(
+                f"The frequency cap must be at least 1 day, got {frequency_cap_days}. "
+                "Leave it empty to turn the cap off."
+            )
         field = (channel_field or "").strip() or None
         template = channel_template.strip()
         if not template:
@@ -1127,6 +1155,7 @@ class SqlSettingsStore:
             row.channel_template = template
             row.timezone = zone
             row.managers = [*manager_ids]
+            row.frequency_cap_days = frequency_cap_days
             row.updated_by = user_id
             row.updated_at = utc_now()
             after = self._from_row(row)
@@ -1173,6 +1202,7 @@ class SqlSettingsStore:
             channel_template=row.channel_template,
             timezone=row.timezone,
             managers=tuple(row.managers),
+            frequency_cap_days=row.frequency_cap_days,
             updated_by=row.updated_by,
             updated_at=row.updated_at,
         )

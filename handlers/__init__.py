@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def register_all(app: AsyncApp, services: Services) -> None:
-    from . import builder, commands, home, send, workflow
+    from . import builder, commands, home, reports, send, workflow
 
-    for module in (commands, builder, send, home, workflow):
+    for module in (commands, builder, send, home, workflow, reports):
         module.register(app, services)

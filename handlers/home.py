@@ -1,7 +1,8 @@
 """The App Home tab: published on `app_home_opened`, with buttons that preview, send, edit and
 delete segments, and a settings modal for people who may manage segments.
 
-Buttons ack at once and continue in a background task. Modals open with the button's
+The "Scheduled" section's Edit and Cancel buttons change a broadcast scheduled to send later,
+through `segments.scheduling`. Buttons ack at once and continue in a background task. Modals open with the button's
 trigger_id before any Planhat call, because Slack accepts a trigger_id only for 3 seconds. Home
 has no response_url, so failures reach the person in the modal itself or as a direct message.
 """
@@ -12,6 +13,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,6 +22,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from db.scheduled import ScheduledBroadcast
 from handlers.builder import open_builder
 from handlers.commands import preview_segment
 from handlers.common import error_text, team_and_user, tell_user
@@ -34,6 +37,7 @@ from handlers.views.home import (
     HOME_NEW_ACTION,
     HOME_PREVIEW_ACTION,
     HOME_SEND_ACTION,
+    FREQUENCY_CAP_BLOCK,
     HOME_SETTINGS_ACTION,
     SETTINGS_VIEW,
     TEMPLATE_BLOCK,
@@ -49,9 +53,23 @@ from handlers.views.home import (
     read_settings_form,
     settings_modal,
 )
+from handlers.views.home import (
+    SCHEDULED_CANCEL_ACTION,
+    SCHEDULED_CANCEL_VIEW,
+    SCHEDULED_EDIT_ACTION,
+    SCHEDULED_EDIT_VIEW,
+    read_scheduled_edit_form,
+    scheduled_broadcast_id,
+    scheduled_cancel_modal,
+    scheduled_edit_errors,
+    scheduled_edit_modal,
+)
+from handlers.views.send import rich_text_to_mrkdwn, scheduled_instant
 from segments.channels import ChannelMapping
 from segments.permissions import NOT_ALLOWED
+from segments.personalize import MessageRenderer, join_split_variables
 from segments.ports import SegmentRecord
+from segments.scheduling import cancel_scheduled, edit_scheduled, utc_clock
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -88,6 +106,12 @@ def settings_form_errors(form: SettingsForm) -> dict[str, str]:
         except ValueError as exc:
             errors[TEMPLATE_BLOCK] = str(exc)
 
+    if form.frequency_cap and frequency_cap_days(form) is None:
+        errors[FREQUENCY_CAP_BLOCK] = (
+            f'"{form.frequency_cap}" is not a whole number of days. Enter 1 or more, or leave it '
+            "empty to turn the cap off."
+        )
+
     if not form.timezone:
         errors[TIMEZONE_BLOCK] = 'Enter an IANA time zone name such as "Europe/Berlin" or "UTC".'
     else:
@@ -99,6 +123,14 @@ def settings_form_errors(form: SettingsForm) -> dict[str, str]:
                 'Use an IANA name such as "Europe/Berlin".'
             )
     return errors
+
+
+def frequency_cap_days(form: SettingsForm) -> int | None:
+    """Return the form's frequency cap in days, or None when it is empty or not a positive integer."""
+    if not form.frequency_cap.isdigit():
+        return None
+    days = int(form.frequency_cap)
+    return days if days >= 1 else None
 
 
 async def publish_home(
@@ -113,8 +145,13 @@ async def publish_home(
         broadcasts = await services.deliveries.list_broadcasts(team_id, limit=HOME_BROADCASTS)
         can_manage = await services.permissions.can_manage(team_id=team_id, user_id=user_id)
         settings = await services.settings_for(team_id) if can_manage else None
+        scheduled = await services.scheduled.list(team_id=team_id)
         view = home_view(
-            segments=segments, broadcasts=broadcasts, can_manage=can_manage, settings=settings
+            segments=segments,
+            broadcasts=broadcasts,
+            can_manage=can_manage,
+            settings=settings,
+            scheduled=scheduled,
         )
     except Exception as exc:  # noqa: BLE001
         # Home shows any failure, and error_text logs the unexpected ones with their traceback.
@@ -137,6 +174,8 @@ class HomeRequest:
     user_id: str
     trigger_id: str
     segment_id: int | None
+    # The scheduled broadcast an Edit or Cancel button or modal is for.
+    broadcast_id: int | None = None
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -226,6 +265,8 @@ def register(app: AsyncApp, services: Services) -> None:
             await _save_settings(request, form)
 
         start(save, body, client, segment_id=None)
+
+    _register_scheduled(app, services)
 
 
 def _action_segment_id(body: dict[str, Any]) -> int | None:
@@ -414,6 +455,7 @@ async def _save_settings(request: HomeRequest, form: SettingsForm) -> None:
             timezone=form.timezone,
             managers=form.managers,
             user_id=request.user_id,
+            frequency_cap_days=frequency_cap_days(form),
         )
     except ValueError as exc:
         # The store checks the values again, and its message names the value to fix.
@@ -425,6 +467,200 @@ async def _save_settings(request: HomeRequest, form: SettingsForm) -> None:
         )
         await tell_user(request.client, user_id=request.user_id, text=str(exc))
         return
+    await publish_home(
+        request.client, request.services, team_id=request.team_id, user_id=request.user_id
+    )
+
+
+# Scheduled broadcasts ---------------------------------------------------------------------------
+
+NO_LONGER_SCHEDULED = (
+    "That broadcast is no longer scheduled: it already started sending or was cancelled. "
+    "Home now shows the current list."
+)
+
+
+def _register_scheduled(app: AsyncApp, services: Services) -> None:
+    """Register the Edit and Cancel buttons of scheduled broadcasts and their modals."""
+
+    def start(
+        work: Callable[[HomeRequest], Awaitable[None]],
+        body: dict[str, Any],
+        client: AsyncWebClient,
+        *,
+        broadcast_id: int | None,
+    ) -> None:
+        team_id, user_id = team_and_user(body)
+        request = HomeRequest(
+            services=services,
+            client=client,
+            team_id=team_id,
+            user_id=user_id,
+            trigger_id=str(body.get("trigger_id") or ""),
+            segment_id=None,
+            broadcast_id=broadcast_id,
+        )
+        services.tasks.start(
+            _report_failures(work, request), name=f"home {work.__name__} by {user_id} in {team_id}"
+        )
+
+    @app.action(SCHEDULED_EDIT_ACTION)
+    async def handle_scheduled_edit(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        start(_open_scheduled_edit, body, client, broadcast_id=_action_broadcast_id(body))
+
+    @app.action(SCHEDULED_CANCEL_ACTION)
+    async def handle_scheduled_cancel(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        start(_open_scheduled_cancel, body, client, broadcast_id=_action_broadcast_id(body))
+
+    @app.view(SCHEDULED_EDIT_VIEW)
+    async def handle_scheduled_edit_submission(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        view = body.get("view", {})
+        form = read_scheduled_edit_form(view.get("state", {}).get("values", {}))
+        message = join_split_variables(form.message) if form.message else None
+        message_text = rich_text_to_mrkdwn(message) if message else ""
+        errors = scheduled_edit_errors(form, message_text=message_text, now=utc_clock())
+        if errors or message is None:
+            await ack(response_action="errors", errors=errors)
+            return
+        await ack()
+        edit = _ScheduledEdit(
+            scheduled_at=scheduled_instant(form.schedule),
+            timezone=form.schedule.timezone,
+            message=message,
+            message_text=message_text,
+        )
+
+        async def save_scheduled_edit(request: HomeRequest) -> None:
+            await _save_scheduled_edit(request, edit)
+
+        broadcast_id = scheduled_broadcast_id(str(view.get("private_metadata") or ""))
+        start(save_scheduled_edit, body, client, broadcast_id=broadcast_id)
+
+    @app.view(SCHEDULED_CANCEL_VIEW)
+    async def handle_scheduled_cancel_submission(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        broadcast_id = scheduled_broadcast_id(
+            str(body.get("view", {}).get("private_metadata") or "")
+        )
+        start(_cancel_scheduled, body, client, broadcast_id=broadcast_id)
+
+
+@dataclass(frozen=True)
+class _ScheduledEdit:
+    """A validated edit: the new UTC send time, its zone, and the message."""
+
+    scheduled_at: datetime
+    timezone: str
+    message: dict[str, Any]
+    message_text: str
+
+
+async def _scheduled(request: HomeRequest) -> ScheduledBroadcast | None:
+    """Return the scheduled broadcast a button or modal is for, or None after telling the person.
+
+    Home is published again then, so it no longer lists a broadcast that was sent or cancelled.
+    """
+    services = request.services
+    item = (
+        await services.scheduled.get(request.broadcast_id)
+        if request.broadcast_id is not None
+        else None
+    )
+    # A broadcast of another workspace is treated as missing, so a forged id reaches nothing.
+    if item is not None and item.team_id == request.team_id:
+        return item
+    logger.info(
+        "Scheduled broadcast %s is not scheduled in team %s, so user %s was told",
+        request.broadcast_id,
+        request.team_id,
+        request.user_id,
+    )
+    await tell_user(request.client, user_id=request.user_id, text=NO_LONGER_SCHEDULED)
+    await publish_home(request.client, services, team_id=request.team_id, user_id=request.user_id)
+    return None
+
+
+def _action_broadcast_id(body: dict[str, Any]) -> int | None:
+    # Scheduled broadcast buttons carry the broadcast id as their value, as segment buttons do.
+    return _action_segment_id(body)
+
+
+def _broadcast_target(request: HomeRequest) -> str:
+    return f"broadcast:{request.broadcast_id}"
+
+
+async def _open_scheduled_edit(request: HomeRequest) -> None:
+    target = _broadcast_target(request)
+    if not await _allowed(request, action="broadcast.schedule.edit", target=target):
+        return
+    item = await _scheduled(request)
+    if item is None:
+        return
+    settings = await request.services.settings_for(request.team_id)
+    view = scheduled_edit_modal(item, workspace_timezone=settings.timezone)
+    await request.client.views_open(trigger_id=request.trigger_id, view=view)
+
+
+async def _save_scheduled_edit(request: HomeRequest, edit: _ScheduledEdit) -> None:
+    # Checked again on submit, because the person's rights may have changed since the modal opened.
+    target = _broadcast_target(request)
+    if not await _allowed(request, action="broadcast.schedule.edit", target=target):
+        return
+    item = await _scheduled(request)
+    if item is None:
+        return
+    services = request.services
+    # Raises TemplateError, which the person gets by DM, for a variable Planhat does not have.
+    MessageRenderer(
+        message_text=edit.message_text,
+        message_blocks=[edit.message],
+        catalog=await services.resolver.catalog(),
+    )
+    await edit_scheduled(
+        services.scheduled,
+        item.id,
+        scheduled_at=edit.scheduled_at,
+        timezone=edit.timezone,
+        message_text=edit.message_text,
+        message_blocks=[edit.message],
+        user_id=request.user_id,
+        now=utc_clock(),
+    )
+    services.wake_scheduler()
+    await publish_home(request.client, services, team_id=request.team_id, user_id=request.user_id)
+
+
+async def _open_scheduled_cancel(request: HomeRequest) -> None:
+    target = _broadcast_target(request)
+    if not await _allowed(request, action="broadcast.schedule.cancel", target=target):
+        return
+    item = await _scheduled(request)
+    if item is None:
+        return
+    await request.client.views_open(
+        trigger_id=request.trigger_id, view=scheduled_cancel_modal(item)
+    )
+
+
+async def _cancel_scheduled(request: HomeRequest) -> None:
+    # Checked again on submit, because the person's rights may have changed since the modal opened.
+    target = _broadcast_target(request)
+    if not await _allowed(request, action="broadcast.schedule.cancel", target=target):
+        return
+    item = await _scheduled(request)
+    if item is None:
+        return
+    await cancel_scheduled(request.services.scheduled, item.id, user_id=request.user_id)
     await publish_home(
         request.client, request.services, team_id=request.team_id, user_id=request.user_id
     )

@@ -4,7 +4,8 @@ Flow: a shortcut or `/segment send NAME` opens the send modal. Its submission is
 then the modal turns into "Checking…" and, after the ack, into a confirmation that lists the
 channels of a fresh audience (and DMs a test when asked). Confirming closes the modal and starts
 `segments.broadcasts.BroadcastRun` in the background, which resolves the segment again and
-reports progress in a DM to the sender.
+reports progress in a DM to the sender. With "Send later", confirming stores a scheduled broadcast
+instead, wakes the scheduler and DMs the sender the time. The scheduler sends it at that time.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -22,6 +24,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from db.scheduled import NewScheduledBroadcast
 from handlers.common import error_text, segment_not_found, team_and_user, tell_user
 from handlers.views import send as views
 from segments.broadcasts import BroadcastRequest, BroadcastRun, LiveMessage
@@ -36,6 +39,13 @@ from segments.personalize import (
 )
 from segments.ports import SegmentRecord
 from segments.rules import rules_from_json
+from segments.scheduling import (
+    PastSendTime,
+    check_future,
+    format_send_time,
+    schedule_broadcast,
+    utc_clock,
+)
 from segments.slack_text import escape_mrkdwn
 
 if TYPE_CHECKING:
@@ -68,6 +78,9 @@ class Draft:
     created_at: float
     # Channels shown in the confirmation, set once the audience is resolved.
     channel_ids: frozenset[str] | None = None
+    # The send-later fields as chosen and their UTC instant. Both are None to send now.
+    schedule: views.ScheduleFields | None = None
+    send_at: datetime | None = None
 
 
 @dataclass
@@ -134,12 +147,14 @@ async def open_send_modal(
                 str(segment_not_found(segment_name, [segment.name for segment in segments]))
             )
     initial = views.message_to_rich_text(message) if message else None
+    saved = await services.settings_for(team_id)
     view = views.send_modal(
         segments=segments,
         selected=selected,
         notice=notice,
         initial_message=initial,
         message_notice=views.message_extras_notice(message) if message else None,
+        timezone=saved.timezone,
     )
     try:
         await client.views_open(trigger_id=trigger_id, view=view)
@@ -227,6 +242,8 @@ def register(app: AsyncApp, services: Services) -> None:
             message=message,
             message_text=message_text,
             created_at=time.monotonic(),
+            schedule=form.schedule,
+            send_at=views.scheduled_instant(form.schedule) if form.schedule else None,
         )
         key = drafts.add(draft)
         await ack(response_action="update", view=views.checking_view(segment.name))
@@ -254,6 +271,24 @@ def register(app: AsyncApp, services: Services) -> None:
         )
         if not allowed:
             await ack(response_action="update", view=views.message_view(NOT_ALLOWED))
+            return
+        if draft.send_at is not None:
+            try:
+                check_future(draft.send_at, now=utc_clock())
+            except PastSendTime as exc:
+                # The confirmation stayed open past the chosen time, and it has no inputs to mark.
+                logger.info(
+                    "Scheduling segment %d by user %s rejected: %s passed while confirming",
+                    draft.segment_id,
+                    user_id,
+                    draft.send_at.isoformat(),
+                )
+                await ack(response_action="update", view=views.message_view(f"{exc} {_START_AGAIN}"))
+                return
+            await ack()
+            services.tasks.start(
+                _schedule(services, draft), name=f"schedule-{team_id}-{draft.segment_id}"
+            )
             return
         await ack()
         request = BroadcastRequest(
@@ -346,6 +381,7 @@ async def _show_confirmation(
         test_note=test_note,
         metadata=key,
         preview_note=preview.note,
+        send_at=_send_at_text(draft),
     )
     await _update_view(client, view_id=view_id, view=view, user_id=draft.user_id)
 
@@ -371,11 +407,14 @@ async def _return_to_send_modal(
     )
     segments = await services.segments.list(team_id=draft.team_id)
     selected = next((segment for segment in segments if segment.id == draft.segment_id), None)
+    saved = await services.settings_for(draft.team_id)
     view = views.send_modal(
         segments=segments,
         selected=selected,
         initial_message=draft.message,
         message_notice=f":warning: {problem}",
+        timezone=saved.timezone,
+        schedule=draft.schedule,
     )
     await _update_view(client, view_id=view_id, view=view, user_id=draft.user_id)
 
@@ -434,6 +473,57 @@ async def _broadcast(services: Services, request: BroadcastRequest) -> None:
                 "segment-bot's App Home before sending again."
             )
         await dm.show(text)
+
+
+_START_AGAIN = f"Nothing was scheduled. Open {views.TITLE} again to pick a new time."
+
+
+def _send_at_text(draft: Draft) -> str | None:
+    if draft.send_at is None or draft.schedule is None:
+        return None
+    return format_send_time(draft.send_at, timezone=draft.schedule.timezone)
+
+
+async def _schedule(services: Services, draft: Draft) -> None:
+    """Store a confirmed send-later draft, wake the scheduler, and DM the sender the time."""
+    assert draft.send_at is not None and draft.schedule is not None  # Only send-later drafts.
+    when = format_send_time(draft.send_at, timezone=draft.schedule.timezone)
+    try:
+        scheduled = await schedule_broadcast(
+            services.scheduled,
+            NewScheduledBroadcast(
+                team_id=draft.team_id,
+                segment_id=draft.segment_id,
+                segment_name=draft.segment_name,
+                message_text=draft.message_text,
+                message_blocks=[draft.message],
+                sent_by=draft.user_id,
+                scheduled_at=draft.send_at,
+                timezone=draft.schedule.timezone,
+                confirmed_channel_ids=draft.channel_ids or frozenset(),
+            ),
+            now=utc_clock(),
+        )
+    except Exception as exc:  # noqa: BLE001 - the sender must learn that nothing was scheduled
+        # error_text logs unexpected errors with their traceback, and this line the expected ones.
+        logger.warning(
+            "Scheduling segment %d for user %s failed: %r", draft.segment_id, draft.user_id, exc
+        )
+        text = error_text(exc)
+        if isinstance(exc, PastSendTime):
+            text = f"{exc} {_START_AGAIN}"
+        await tell_user(services.reader, user_id=draft.user_id, text=text)
+        return
+    services.wake_scheduler()
+    logger.info(
+        "User %s scheduled broadcast %d to segment %d for %s",
+        draft.user_id,
+        scheduled.id,
+        draft.segment_id,
+        scheduled.scheduled_at.isoformat(),
+    )
+    text = views.scheduled_dm_text(segment_name=draft.segment_name, send_at=when)
+    await tell_user(services.reader, user_id=draft.user_id, text=text)
 
 
 def _find_by_name(segments: Sequence[SegmentRecord], name: str) -> SegmentRecord | None:

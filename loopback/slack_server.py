@@ -553,6 +553,8 @@ def _message_content(params: Mapping[str, Any]) -> dict[str, Any] | _Reply:
     content: dict[str, Any] = {"text": text or ""}
     if blocks is not None:
         content["blocks"] = blocks
+    if params.get("thread_ts"):
+        content["thread_ts"] = str(params["thread_ts"])
     if metadata is not None:
         content["metadata"] = metadata
     return content
@@ -658,6 +660,41 @@ def _conversations_history(state: SlackState, params: Mapping[str, Any]) -> _Rep
     )
 
 
+def _conversations_replies(state: SlackState, params: Mapping[str, Any]) -> _Reply:
+    """Return a thread oldest first: the parent at `ts`, then the messages posted with its thread_ts."""
+    channel = _visible_channel(state, params)
+    if channel is None:
+        return _error("channel_not_found")
+    if not channel["is_member"]:
+        return _error("not_in_channel")
+    try:
+        limit = _read_limit(params)
+    except ValueError:
+        return _error("invalid_limit")
+    cursor = str(params.get("cursor") or "")
+    try:
+        offset = _decode_cursor(cursor) if cursor else 0
+    except ValueError:
+        return _error("invalid_cursor")
+    parent_ts = str(params.get("ts") or "")
+    stored = state.messages.get(channel["id"], [])
+    parent = next((message for message in stored if message["ts"] == parent_ts), None)
+    if parent is None:
+        return _error("thread_not_found")
+    thread = [parent, *(message for message in stored if message.get("thread_ts") == parent_ts)]
+    page = thread[offset : offset + limit]
+    has_more = offset + limit < len(thread)
+    include_metadata = _flag(params, "include_all_metadata")
+    return _Reply(
+        {
+            "ok": True,
+            "messages": [_public_message(message, include_metadata=include_metadata) for message in page],
+            "has_more": has_more,
+            "response_metadata": {"next_cursor": _encode_cursor(offset + limit) if has_more else ""},
+        }
+    )
+
+
 def _users_info(state: SlackState, params: Mapping[str, Any]) -> _Reply:
     user_id = str(params.get("user", ""))
     if user_id not in state.users:
@@ -749,6 +786,7 @@ _METHODS: dict[str, Callable[[SlackState, Mapping[str, Any]], _Reply]] = {
     "conversations.info": _conversations_info,
     "conversations.join": _conversations_join,
     "conversations.history": _conversations_history,
+    "conversations.replies": _conversations_replies,
     "chat.postMessage": _chat_post_message,
     "chat.postEphemeral": _chat_post_ephemeral,
     "chat.update": _chat_update,

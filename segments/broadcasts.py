@@ -26,6 +26,7 @@ from segments.errors import UserFacingError
 from segments.personalize import MessageRenderer, find_missing_values
 from segments.ports import (
     BroadcastRecord,
+    BroadcastStatus,
     DeliveryRecord,
     DeliveryStatus,
     DeliveryTarget,
@@ -44,6 +45,17 @@ _NOT_DELIVERED = frozenset(
 # chat.update is a Tier 3 method (about 50 calls a minute), and one edit every two seconds is also
 # as often as a person can read the counts.
 UPDATE_INTERVAL_SECONDS = 2.0
+# Slack shows at most 3,000 characters in a section block, so a long report is split by lines.
+MAX_SECTION_CHARS = 3000
+
+# Buttons on the report DM. Each carries the broadcast id as its value, and `handlers/reports.py`
+# matches on these action ids.
+REPORT_CANCEL_ACTION = "report_cancel"
+REPORT_RESEND_ACTION = "report_resend_failed"
+REPORT_EDIT_ACTION = "report_edit"
+REPORT_DELETE_ACTION = "report_delete"
+REPORT_FOLLOWUP_ACTION = "report_followup"
+REPORT_ACTIONS_BLOCK = "report_actions"
 
 Sleep = Callable[[float], Awaitable[Any]]
 
@@ -93,6 +105,8 @@ class BroadcastRequest:
     message_text: str
     message_blocks: Sequence[Mapping[str, Any]] | None
     confirmed_channel_ids: frozenset[str]
+    # A scheduled broadcast that the scheduler claimed (now `resolving`), run in place of a new row.
+    broadcast_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,12 +115,22 @@ class AudienceChange:
 
     added: int
     dropped: int
+    # The channel ids behind the counts, sorted, when `between` computed them.
+    added_ids: tuple[str, ...] = ()
+    dropped_ids: tuple[str, ...] = ()
 
     @classmethod
     def between(cls, confirmed: Collection[str], current: Collection[str]) -> AudienceChange:
         confirmed_set = set(confirmed)
         current_set = set(current)
-        return cls(added=len(current_set - confirmed_set), dropped=len(confirmed_set - current_set))
+        added = sorted(current_set - confirmed_set)
+        dropped = sorted(confirmed_set - current_set)
+        return cls(
+            added=len(added),
+            dropped=len(dropped),
+            added_ids=tuple(added),
+            dropped_ids=tuple(dropped),
+        )
 
     def describe(self) -> str | None:
         """Return a sentence about the change, or None when the audience did not change."""
@@ -117,10 +141,16 @@ class AudienceChange:
             parts.append(f"{_channels(self.added)} joined")
         if self.dropped:
             parts.append(f"{_channels(self.dropped)} left")
-        return (
+        sentence = (
             f"Since you confirmed, {' and '.join(parts)} the segment, so the message went to "
             "the channels in it at send time."
         )
+        # Channel mentions, because Slack shows a channel's current name for its id.
+        if self.added_ids:
+            sentence += f" Joined: {_channel_mentions(self.added_ids)}."
+        if self.dropped_ids:
+            sentence += f" Left: {_channel_mentions(self.dropped_ids)}."
+        return sentence
 
 
 @dataclass
@@ -143,8 +173,13 @@ class ProgressCounts:
         return sum(status in _NOT_DELIVERED for status in self._statuses.values())
 
     @property
+    def skipped(self) -> int:
+        """Deliveries not posted on purpose, for example because of the frequency cap."""
+        return sum(status == DeliveryStatus.SKIPPED for status in self._statuses.values())
+
+    @property
     def pending(self) -> int:
-        return self.total - self.delivered - self.failed
+        return self.total - self.delivered - self.failed - self.skipped
 
 
 def checking_text(segment_name: str) -> str:
@@ -155,6 +190,7 @@ def progress_text(segment_name: str, counts: ProgressCounts) -> str:
     return (
         f"Sending *{escape_mrkdwn(segment_name)}* to {_channels(counts.total)}…\n"
         f"Delivered {counts.delivered} · Failed {counts.failed} · Pending {counts.pending}"
+        + (f" · Skipped {counts.skipped}" if counts.skipped else "")
     )
 
 
@@ -168,7 +204,112 @@ def report_text(record: BroadcastRecord, *, change: AudienceChange, unmapped: in
         noun = "company" if unmapped == 1 else "companies"
         lines.append(f"{unmapped:,} matching {noun} had no channel and did not get the message.")
     lines.append(format_delivery_report(record))
+    cancelled = sum(delivery.status == DeliveryStatus.CANCELLED for delivery in record.deliveries)
+    if record.status == BroadcastStatus.CANCELLED:
+        lines.append(
+            f"Cancelled: {_channels(cancelled)} did not get the message. Posts already on their "
+            "way when you cancelled were finished."
+        )
     return "\n".join(lines)
+
+
+def running_controls(broadcast_id: int) -> list[dict[str, Any]]:
+    """Return the report DM's buttons while the broadcast runs: Cancel."""
+    return [
+        _button(
+            "Cancel",
+            action_id=REPORT_CANCEL_ACTION,
+            broadcast_id=broadcast_id,
+            style="danger",
+            confirm=(
+                "Cancel sending?",
+                "Channels that have not got the message yet will not get it. Posts already on "
+                "their way finish.",
+            ),
+        )
+    ]
+
+
+def report_controls(record: BroadcastRecord) -> list[dict[str, Any]]:
+    """Return the report DM's buttons for a finished broadcast.
+
+    Resend failed appears when a delivery failed. Edit, Delete and Follow up appear when at least
+    one message was posted, because they act only on posted messages.
+    """
+    buttons: list[dict[str, Any]] = []
+    if any(delivery.status == DeliveryStatus.FAILED for delivery in record.deliveries):
+        buttons.append(
+            _button("Resend failed", action_id=REPORT_RESEND_ACTION, broadcast_id=record.id)
+        )
+    if any(
+        delivery.status == DeliveryStatus.SENT and delivery.ts for delivery in record.deliveries
+    ):
+        buttons.append(_button("Edit", action_id=REPORT_EDIT_ACTION, broadcast_id=record.id))
+        buttons.append(
+            _button("Follow up", action_id=REPORT_FOLLOWUP_ACTION, broadcast_id=record.id)
+        )
+        buttons.append(
+            _button(
+                "Delete", action_id=REPORT_DELETE_ACTION, broadcast_id=record.id, style="danger"
+            )
+        )
+    return buttons
+
+
+def message_blocks(text: str, controls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return `text` as mrkdwn sections of at most 3,000 characters, then the buttons."""
+    blocks: list[dict[str, Any]] = []
+    current = ""
+    for line in text.split("\n"):
+        if len(line) > MAX_SECTION_CHARS:
+            line = line[: MAX_SECTION_CHARS - 1] + "…"
+        if current and len(current) + 1 + len(line) > MAX_SECTION_CHARS:
+            blocks.append(_section(current))
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    if current:
+        blocks.append(_section(current))
+    if controls:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": REPORT_ACTIONS_BLOCK,
+                "elements": [dict(control) for control in controls],
+            }
+        )
+    return blocks
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _button(
+    label: str,
+    *,
+    action_id: str,
+    broadcast_id: int,
+    style: str | None = None,
+    confirm: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label, "emoji": True},
+        "action_id": action_id,
+        "value": str(broadcast_id),
+    }
+    if style is not None:
+        button["style"] = style
+    if confirm is not None:
+        title, text = confirm
+        button["confirm"] = {
+            "title": {"type": "plain_text", "text": title},
+            "text": {"type": "plain_text", "text": text},
+            "confirm": {"type": "plain_text", "text": "Yes"},
+            "deny": {"type": "plain_text", "text": "No"},
+        }
+    return button
 
 
 class LiveMessage:
@@ -213,16 +354,22 @@ class LiveMessage:
             return None
         return self._channel, self._ts
 
-    async def show(self, text: str) -> bool:
-        """Post the message, or edit it when it exists. Return whether Slack accepted the text."""
-        async with self._lock:
-            return await self._write(text)
+    async def show(self, text: str, *, controls: Sequence[Mapping[str, Any]] = ()) -> bool:
+        """Post the message, or edit it when it exists. Return whether Slack accepted the text.
 
-    def follow(self, render: Callable[[], str]) -> None:
+        With `controls` (Block Kit buttons), the text is shown in section blocks with the
+        buttons under it, and `text` stays the notification fallback.
+        """
+        async with self._lock:
+            return await self._write(text, controls)
+
+    def follow(
+        self, render: Callable[[], str], *, controls: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
         """Start editing the message with `render()` whenever `request_update` was called."""
         if self._follower is None:
             self._follower = asyncio.create_task(
-                self._follow(render), name=f"live-dm-{self._user_id}"
+                self._follow(render, controls), name=f"live-dm-{self._user_id}"
             )
 
     def request_update(self) -> None:
@@ -238,23 +385,32 @@ class LiveMessage:
         with contextlib.suppress(asyncio.CancelledError):
             await follower
 
-    async def _follow(self, render: Callable[[], str]) -> None:
+    async def _follow(
+        self, render: Callable[[], str], controls: Sequence[Mapping[str, Any]]
+    ) -> None:
         while True:
             # Sleeping first keeps the interval after `show`, which the caller runs before `follow`.
             await self._sleep(self._interval)
             await self._out_of_date.wait()
             self._out_of_date.clear()
             async with self._lock:
-                await self._write(render())
+                await self._write(render(), controls)
 
-    async def _write(self, text: str) -> bool:
+    async def _write(self, text: str, controls: Sequence[Mapping[str, Any]]) -> bool:
+        # An edit without blocks removes the buttons of an earlier version, so `[]` is sent
+        # rather than leaving the blocks out.
+        blocks = message_blocks(text, controls) if controls else []
         try:
             if self._channel is None or self._ts is None:
-                response = await self._client.chat_postMessage(channel=self._user_id, text=text)
+                response = await self._client.chat_postMessage(
+                    channel=self._user_id, text=text, blocks=blocks or None
+                )
                 self._channel = str(response["channel"])
                 self._ts = str(response["ts"])
             else:
-                await self._client.chat_update(channel=self._channel, ts=self._ts, text=text)
+                await self._client.chat_update(
+                    channel=self._channel, ts=self._ts, text=text, blocks=blocks
+                )
         except SlackApiError as exc:
             logger.warning(
                 "Could not write the progress message to user %s: Slack error %s",
@@ -321,7 +477,13 @@ class BroadcastRun:
             sent_by=request.user_id,
             targets=(),
         )
-        started = await self._log.start_resolving(draft, rules=segment.rules)
+        if request.broadcast_id is None:
+            started = await self._log.start_resolving(draft, rules=segment.rules)
+        else:
+            claimed = await self._log.get_broadcast(request.broadcast_id)
+            if claimed is None:
+                raise LookupError(f"Broadcast {request.broadcast_id} was not found.")
+            started = claimed
         self.broadcast_id = started.id
         await remember_report_message(self._log, broadcast_id=started.id, dm=self.dm)
 
@@ -427,10 +589,11 @@ async def deliver_with_report(
     # separate pacing. Both still pause for Slack's 429 responses.
     sender = BroadcastSender(client=poster, log=log, on_progress=on_progress, render=render)
     was_posted = dm.posted
-    await dm.show(progress_text(segment_name, counts))
+    controls = running_controls(record.id)
+    await dm.show(progress_text(segment_name, counts), controls=controls)
     if not was_posted:
         await remember_report_message(log, broadcast_id=record.id, dm=dm)
-    dm.follow(lambda: progress_text(segment_name, counts))
+    dm.follow(lambda: progress_text(segment_name, counts), controls=controls)
     try:
         finished = await sender.deliver(
             record, message_text=message_text, message_blocks=message_blocks
@@ -438,7 +601,8 @@ async def deliver_with_report(
     finally:
         await dm.stop_following()
     await dm.show(
-        report_text(finished, change=change or AudienceChange(added=0, dropped=0), unmapped=unmapped)
+        report_text(finished, change=change or AudienceChange(added=0, dropped=0), unmapped=unmapped),
+        controls=report_controls(finished),
     )
     return finished
 
@@ -464,3 +628,15 @@ def _new_broadcast(
 
 def _channels(count: int) -> str:
     return f"{count:,} channel" if count == 1 else f"{count:,} channels"
+
+
+# Enough names to act on while keeping the report DM short.
+_MAX_CHANNEL_MENTIONS = 20
+
+
+def _channel_mentions(channel_ids: Sequence[str]) -> str:
+    mentions = [f"<#{channel_id}>" for channel_id in channel_ids[:_MAX_CHANNEL_MENTIONS]]
+    hidden = len(channel_ids) - len(mentions)
+    if hidden > 0:
+        mentions.append(f"and {hidden:,} more")
+    return ", ".join(mentions)

@@ -34,6 +34,9 @@ def format_delivery_report(record: BroadcastRecord) -> str:
         for delivery in record.deliveries
         if delivery.status in (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
     ]
+    skipped = [
+        delivery for delivery in record.deliveries if delivery.status == DeliveryStatus.SKIPPED
+    ]
 
     segment = escape_mrkdwn(record.segment_name)
     lines = [f"*{segment}*: delivered to {len(sent)} of {_channels(total)}."]
@@ -46,6 +49,13 @@ def format_delivery_report(record: BroadcastRecord) -> str:
         for error, group in sorted(by_error.items(), key=lambda item: (-len(item[1]), item[0])):
             label, action = failure_group(error)
             lines.append(f"• {label} ({len(group)}): {_channel_list(group)}. {action}")
+    if skipped:
+        lines.append(f"Skipped {_channels(len(skipped))}:")
+        for delivery in skipped[:MAX_CHANNELS_PER_LINE]:
+            reason = escape_mrkdwn(delivery.reason or "Skipped on purpose.")
+            lines.append(f"• #{escape_mrkdwn(delivery.channel_name)}: {reason}")
+        if len(skipped) > MAX_CHANNELS_PER_LINE:
+            lines.append(f"• and {len(skipped) - MAX_CHANNELS_PER_LINE} more")
     if unfinished:
         lines.append(
             f"Not finished ({len(unfinished)}): {_channel_list(unfinished)}. "

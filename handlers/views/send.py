@@ -1,8 +1,9 @@
 """Block Kit for "Send to segment": the send modal, its confirmation, and message text conversion.
 
-The send modal picks a saved segment and takes a `rich_text_input` message. The confirmation lists
-every channel that will get the message. Rich text posts as `blocks`, and its mrkdwn rendering is
-the `text` fallback. Ids below are shared with `handlers/send.py`, which matches on them.
+The send modal picks a saved segment, takes a `rich_text_input` message, and sends now or at a
+later date, time and time zone. The confirmation lists every channel that will get the message, or
+that would get it today when it is scheduled. Rich text posts as `blocks`, and its mrkdwn rendering
+is the `text` fallback. Ids below are shared with `handlers/send.py`, which matches on them.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ import copy
 import html
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import date, datetime, time
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from segments.audience import Audience
 from segments.channels import BOT_MENTION
 from segments.personalize import TemplateError, check_template_syntax
 from segments.ports import DeliveryTarget, SegmentRecord
+from segments.scheduling import default_send_time, send_time, utc_clock
 from segments.slack_text import escape_mrkdwn
 
 # Callback ids of the shortcuts (the app manifest uses the same two) and of the two views.
@@ -34,6 +38,16 @@ MESSAGE_ACTION = "send_message_input"
 TEST_BLOCK = "send_test"
 TEST_ACTION = "send_test_first"
 TEST_VALUE = "test_first"
+WHEN_BLOCK = "send_when"
+WHEN_ACTION = "send_when_choice"
+SEND_NOW = "now"
+SEND_LATER = "later"
+DATE_BLOCK = "send_date"
+DATE_ACTION = "send_date_pick"
+TIME_BLOCK = "send_time"
+TIME_ACTION = "send_time_pick"
+ZONE_BLOCK = "send_zone"
+ZONE_ACTION = "send_zone_select"
 
 TITLE = "Send to segment"
 # Slack limits: 100 options in a static select, 75 characters of option text, 100 blocks in a
@@ -78,11 +92,16 @@ def send_modal(
     notice: str | None = None,
     initial_message: Mapping[str, Any] | None = None,
     message_notice: str | None = None,
+    timezone: str = "UTC",
+    now: datetime | None = None,
+    schedule: ScheduleFields | None = None,
 ) -> dict[str, Any]:
-    """Build the modal that picks a segment and takes the message.
+    """Build the modal that picks a segment, takes the message and chooses when to send it.
 
     A static select lists up to 100 segments; with more, an external select loads matching names
-    as the person types. `notice` is shown above the segment, for example an unknown name.
+    as the person types. `notice` is shown above the segment, for example an unknown name. The
+    send-later fields start at the next full hour in `timezone`, the workspace's time zone, or at
+    `schedule` when the modal is shown again with what the person chose.
     """
     if not segments:
         return {
@@ -138,6 +157,15 @@ def send_modal(
             },
         }
     )
+    blocks.append(when_input(send_later=schedule is not None))
+    if schedule is None:
+        day, time_of_day = default_send_time(now=now or utc_clock(), timezone=timezone)
+        schedule = ScheduleFields(
+            day=day.isoformat(), time_of_day=f"{time_of_day:%H:%M}", timezone=timezone
+        )
+    blocks.extend(
+        schedule_inputs(schedule, workspace_timezone=timezone, hint="Used only with Send later.")
+    )
     return {
         "type": "modal",
         "callback_id": SEND_CALLBACK,
@@ -183,6 +211,8 @@ class SendForm:
     segment_id: int | None
     message: dict[str, Any] | None
     test_first: bool
+    # The date, time and zone to send at, or None to send now.
+    schedule: ScheduleFields | None = None
 
 
 def read_send_form(values: Mapping[str, Any]) -> SendForm:
@@ -191,31 +221,255 @@ def read_send_form(values: Mapping[str, Any]) -> SendForm:
     raw_id = str((segment_state.get("selected_option") or {}).get("value") or "")
     message = values.get(MESSAGE_BLOCK, {}).get(MESSAGE_ACTION, {}).get("rich_text_value")
     checked = values.get(TEST_BLOCK, {}).get(TEST_ACTION, {}).get("selected_options") or []
+    when = values.get(WHEN_BLOCK, {}).get(WHEN_ACTION, {}).get("selected_option") or {}
     return SendForm(
         segment_id=int(raw_id) if raw_id.isdigit() else None,
         message=message if isinstance(message, dict) else None,
         test_first=any(option.get("value") == TEST_VALUE for option in checked),
+        schedule=read_schedule_fields(values) if when.get("value") == SEND_LATER else None,
     )
 
 
-def send_form_errors(form: SendForm, *, message_text: str) -> dict[str, str]:
-    """Return inline errors by block id; empty when the form can be sent."""
+def send_form_errors(
+    form: SendForm, *, message_text: str, now: datetime | None = None
+) -> dict[str, str]:
+    """Return inline errors by block id, or an empty dict when the form can be sent.
+
+    A send-later time is checked against `now`, the current time when it is None.
+    """
     errors = {}
     if form.segment_id is None:
         errors[SEGMENT_BLOCK] = "Choose a segment to send to."
+    problem = message_error(message_text)
+    if problem is not None:
+        errors[MESSAGE_BLOCK] = problem
+    if form.schedule is not None:
+        errors.update(schedule_errors(form.schedule, now=now or utc_clock()))
+    return errors
+
+
+def message_error(message_text: str) -> str | None:
+    """Return why the message cannot be sent (empty, too long, broken variables), or None."""
     if not message_text.strip():
-        errors[MESSAGE_BLOCK] = "The message is empty. Write the message to send."
-    elif len(message_text) > MAX_MESSAGE_CHARS:
-        errors[MESSAGE_BLOCK] = (
+        return "The message is empty. Write the message to send."
+    if len(message_text) > MAX_MESSAGE_CHARS:
+        return (
             f"The message is {len(message_text):,} characters long, but Slack shows at most "
             f"{MAX_MESSAGE_CHARS:,}. Shorten it."
         )
-    else:
-        try:
-            check_template_syntax(message_text)
-        except TemplateError as exc:
-            errors[MESSAGE_BLOCK] = str(exc)
+    try:
+        check_template_syntax(message_text)
+    except TemplateError as exc:
+        return str(exc)
+    return None
+
+
+# Send later
+
+
+# Offered in every time zone select, besides the workspace's zone and a broadcast's stored zone.
+# One or two zones per populated region, as IANA names, so a person finds theirs by city.
+COMMON_TIMEZONES = (
+    "UTC",
+    "Pacific/Honolulu",
+    "America/Anchorage",
+    "America/Los_Angeles",
+    "America/Vancouver",
+    "America/Phoenix",
+    "America/Denver",
+    "America/Chicago",
+    "America/Mexico_City",
+    "America/New_York",
+    "America/Toronto",
+    "America/Bogota",
+    "America/Halifax",
+    "America/Sao_Paulo",
+    "America/Argentina/Buenos_Aires",
+    "Atlantic/Reykjavik",
+    "Europe/London",
+    "Europe/Dublin",
+    "Europe/Lisbon",
+    "Europe/Paris",
+    "Europe/Berlin",
+    "Europe/Amsterdam",
+    "Europe/Madrid",
+    "Europe/Rome",
+    "Europe/Zurich",
+    "Europe/Stockholm",
+    "Europe/Warsaw",
+    "Europe/Athens",
+    "Europe/Helsinki",
+    "Europe/Kyiv",
+    "Europe/Istanbul",
+    "Africa/Lagos",
+    "Africa/Cairo",
+    "Africa/Johannesburg",
+    "Africa/Nairobi",
+    "Asia/Dubai",
+    "Asia/Karachi",
+    "Asia/Kolkata",
+    "Asia/Bangkok",
+    "Asia/Jakarta",
+    "Asia/Singapore",
+    "Asia/Shanghai",
+    "Asia/Hong_Kong",
+    "Asia/Manila",
+    "Asia/Seoul",
+    "Asia/Tokyo",
+    "Australia/Perth",
+    "Australia/Brisbane",
+    "Australia/Sydney",
+    "Pacific/Auckland",
+)
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+@dataclass(frozen=True)
+class ScheduleFields:
+    """The send-later date, time and zone as submitted, before validation. Missing ones are ""."""
+
+    day: str
+    time_of_day: str
+    timezone: str
+
+
+def when_input(*, send_later: bool) -> dict[str, Any]:
+    """Return the "Send now / Send later" radio buttons, with `send_later` chosen or not."""
+    now_option = {"text": _plain("Send now"), "value": SEND_NOW}
+    later_option = {
+        "text": _plain("Send later"),
+        "description": _plain("Membership is checked again when it sends."),
+        "value": SEND_LATER,
+    }
+    return {
+        "type": "input",
+        "block_id": WHEN_BLOCK,
+        "label": _plain("When"),
+        "element": {
+            "type": "radio_buttons",
+            "action_id": WHEN_ACTION,
+            "options": [now_option, later_option],
+            "initial_option": later_option if send_later else now_option,
+        },
+    }
+
+
+def timezone_options(*first: str) -> list[dict[str, Any]]:
+    """Return time zone options: the zones in `first`, then `COMMON_TIMEZONES`, at most 100."""
+    names = list(dict.fromkeys(name for name in (*first, *COMMON_TIMEZONES) if name))
+    return [{"text": _plain(name[:MAX_OPTION_TEXT]), "value": name} for name in names][
+        :MAX_STATIC_OPTIONS
+    ]
+
+
+def schedule_inputs(
+    fields: ScheduleFields, *, workspace_timezone: str, hint: str | None = None
+) -> list[dict[str, Any]]:
+    """Return the date, time and time zone inputs, filled in with `fields`.
+
+    They are optional in Slack's eyes, so "Send now" submits without them, and `schedule_errors`
+    reports what is missing when the person sends later. `hint` goes under the date.
+    """
+    zone_options = timezone_options(fields.timezone, workspace_timezone)
+    date_element: dict[str, Any] = {"type": "datepicker", "action_id": DATE_ACTION}
+    if fields.day:
+        date_element["initial_date"] = fields.day
+    time_element: dict[str, Any] = {"type": "timepicker", "action_id": TIME_ACTION}
+    if fields.time_of_day:
+        time_element["initial_time"] = fields.time_of_day
+    zone_element: dict[str, Any] = {
+        "type": "static_select",
+        "action_id": ZONE_ACTION,
+        "options": zone_options,
+    }
+    chosen = next((option for option in zone_options if option["value"] == fields.timezone), None)
+    if chosen is not None:
+        zone_element["initial_option"] = chosen
+    date_block: dict[str, Any] = {
+        "type": "input",
+        "block_id": DATE_BLOCK,
+        "optional": True,
+        "label": _plain("Date"),
+        "element": date_element,
+    }
+    if hint:
+        date_block["hint"] = _plain(hint)
+    return [
+        date_block,
+        {
+            "type": "input",
+            "block_id": TIME_BLOCK,
+            "optional": True,
+            "label": _plain("Time"),
+            "element": time_element,
+        },
+        {
+            "type": "input",
+            "block_id": ZONE_BLOCK,
+            "optional": True,
+            "label": _plain("Time zone"),
+            "element": zone_element,
+        },
+    ]
+
+
+def read_schedule_fields(values: Mapping[str, Any]) -> ScheduleFields:
+    """Read the date, time and time zone inputs from `view.state.values`."""
+    day = values.get(DATE_BLOCK, {}).get(DATE_ACTION, {}).get("selected_date")
+    time_of_day = values.get(TIME_BLOCK, {}).get(TIME_ACTION, {}).get("selected_time")
+    zone = values.get(ZONE_BLOCK, {}).get(ZONE_ACTION, {}).get("selected_option") or {}
+    return ScheduleFields(
+        day=str(day or ""), time_of_day=str(time_of_day or ""), timezone=str(zone.get("value") or "")
+    )
+
+
+def schedule_errors(fields: ScheduleFields, *, now: datetime) -> dict[str, str]:
+    """Return inline errors by block id for a send-later time, or an empty dict when it is valid."""
+    errors: dict[str, str] = {}
+    day = _parse(date.fromisoformat, fields.day)
+    time_of_day = _parse(time.fromisoformat, fields.time_of_day)
+    if day is None:
+        errors[DATE_BLOCK] = "Pick the date to send on."
+    if time_of_day is None:
+        errors[TIME_BLOCK] = "Pick the time to send at."
+    zone: ZoneInfo | None = None
+    try:
+        zone = ZoneInfo(fields.timezone) if fields.timezone else None
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = None
+    if zone is None:
+        errors[ZONE_BLOCK] = (
+            f'Time zone "{fields.timezone}" was not found. Pick one from the list.'
+            if fields.timezone
+            else "Pick the time zone of the date and time."
+        )
+    if errors or day is None or time_of_day is None or zone is None:
+        return errors
+    if send_time(day=day, time_of_day=time_of_day, timezone=fields.timezone) <= now:
+        # A past day is the date's fault. Today at an hour already gone is the time's fault.
+        block = DATE_BLOCK if day < now.astimezone(zone).date() else TIME_BLOCK
+        errors[block] = "That time has already passed. Pick a date and time in the future."
     return errors
+
+
+def scheduled_instant(fields: ScheduleFields) -> datetime:
+    """Return the UTC instant of fields that `schedule_errors` accepted. Raises ValueError otherwise."""
+    return send_time(
+        day=date.fromisoformat(fields.day),
+        time_of_day=time.fromisoformat(fields.time_of_day),
+        timezone=fields.timezone,
+    )
+
+
+def _parse(parser: Callable[[str], _Parsed], text: str) -> _Parsed | None:
+    if not text:
+        return None
+    try:
+        return parser(text)
+    except ValueError:
+        return None
 
 
 # The views after the send modal
@@ -252,12 +506,14 @@ def confirmation_view(
     test_note: str | None,
     metadata: str,
     preview_note: str | None = None,
+    send_at: str | None = None,
 ) -> dict[str, Any]:
     """List exactly which channels will get the message, and what is left out.
 
     `message` is the block one channel will see, and `preview_note` names the channel and
     company a personalized message was rendered for. Without channels the view says there is
-    nobody to send to and has no submit button.
+    nobody to send to and has no submit button. With `send_at`, the send time as people read it,
+    the view confirms a scheduled send instead, and shows the channels as today's estimate.
     """
     name = escape_mrkdwn(segment_name)
     channel_count = len(audience.targets)
@@ -277,6 +533,17 @@ def confirmation_view(
         "title": _plain(TITLE),
         "private_metadata": metadata,
     }
+    if send_at is not None:
+        return _scheduled_confirmation(
+            view,
+            name=name,
+            send_at=send_at,
+            channel_ids=[target.channel_id for target in audience.targets],
+            companies=companies,
+            tail=tail,
+            message=message,
+            preview_note=preview_note,
+        )
     if channel_count == 0:
         head = _section(
             f"Nobody to send to: no company in *{name}* has a Slack channel right now, so there is "
@@ -300,6 +567,62 @@ def confirmation_view(
     view["close"] = _plain("Back")
     view["blocks"] = [head, *_mention_sections(channel_ids, max_blocks=room), *tail, *preview]
     return view
+
+
+# Slack limits modal button labels to 24 characters.
+SCHEDULE_SUBMIT = "Schedule"
+ESTIMATE_NOTE = (
+    "This is today's audience, an estimate. Membership is resolved again when it sends, so "
+    "companies that join or leave the segment by then are added or dropped, and the report "
+    "lists them."
+)
+
+
+def _scheduled_confirmation(
+    view: dict[str, Any],
+    *,
+    name: str,
+    send_at: str,
+    channel_ids: Sequence[str],
+    companies: int,
+    tail: list[dict[str, Any]],
+    message: Mapping[str, Any],
+    preview_note: str | None,
+) -> dict[str, Any]:
+    """Fill `view` as the confirmation of a scheduled send, which is allowed with no channel today."""
+    if channel_ids:
+        audience_line = (
+            f"Today it would go to *{_count(len(channel_ids), 'channel')}* "
+            f"({_count(companies, 'company', 'companies')}):"
+        )
+    else:
+        audience_line = "Today no company in the segment has a Slack channel."
+    head = _section(f"Scheduled for *{send_at}* to *{name}*.\n{audience_line}")
+    estimate = _context(ESTIMATE_NOTE)
+    preview = [{"type": "divider"}, _section("*Message*")]
+    if preview_note:
+        preview.append(_context(preview_note))
+    preview.append(dict(message))
+    room = MAX_VIEW_BLOCKS - 2 - len(tail) - len(preview)
+    view["submit"] = _plain(SCHEDULE_SUBMIT)
+    view["close"] = _plain("Back")
+    view["blocks"] = [
+        head,
+        *_mention_sections(channel_ids, max_blocks=room),
+        estimate,
+        *tail,
+        *preview,
+    ]
+    return view
+
+
+def scheduled_dm_text(*, segment_name: str, send_at: str) -> str:
+    """Return the DM that confirms a scheduled send to its sender."""
+    return (
+        f"Scheduled: your message to *{escape_mrkdwn(segment_name)}* goes out {send_at}. "
+        "Membership is resolved again then. Edit or cancel it under Scheduled in segment-bot's "
+        "App Home."
+    )
 
 
 def _mention_sections(channel_ids: Sequence[str], *, max_blocks: int) -> list[dict[str, Any]]:

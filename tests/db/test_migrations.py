@@ -24,7 +24,9 @@ from segments.ports import BroadcastStatus, DeliveryStatus
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_TABLES = {
+    "action_targets",
     "alembic_version",
+    "broadcast_actions",
     "audit_log",
     "broadcasts",
     "deliveries",
