@@ -315,15 +315,15 @@ async def test_cancel_after_grant_returns_token_and_slot(vtime: VirtualTime) -> 
     pacer.on_rate_limited(1.0)
     # The pause lets the bucket fill to 2 tokens, so C1 and C2 are granted in the same step.
     # C1's waiter then cancels C2 before C2 resumes, as a caller cancelling a batch would.
-    victim: list[asyncio.Task[None]] = []
+    to_cancel: list[asyncio.Task[None]] = []
 
     async def first() -> None:
         await pacer.acquire("C1")
-        victim[0].cancel()
+        to_cancel[0].cancel()
 
     asyncio.get_running_loop().create_task(first())
     await asyncio.sleep(0)
-    victim.append(grants.start(pacer, "C2"))
+    to_cancel.append(grants.start(pacer, "C2"))
     await asyncio.sleep(0)
     grants.start(pacer, "C3")
     await vtime.advance(1.0)
@@ -332,7 +332,7 @@ async def test_cancel_after_grant_returns_token_and_slot(vtime: VirtualTime) -> 
     grants.start(pacer, "C2")
     await vtime.advance(0)
 
-    assert victim[0].cancelled()
+    assert to_cancel[0].cancelled()
     assert c3_granted == pytest.approx(START + 1.0)
     assert grants.time_of("C2") == pytest.approx(START + 1.5)
 
