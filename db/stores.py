@@ -944,11 +944,15 @@ class SqlDeliveryLog:
             return tuple(_stored_broadcast(broadcast) for broadcast in broadcasts)
 
     async def list_broadcasts(self, team_id: str, *, limit: int = 20) -> Sequence[BroadcastRecord]:
-        """Return the workspace's latest `limit` broadcasts with their deliveries, newest first."""
+        """Return the workspace's latest `limit` broadcasts with their deliveries, newest first.
+
+        Broadcasts still waiting for their scheduled time are left out: they have not been sent,
+        and App Home lists them in their own section.
+        """
         _validate_limit(limit)
         statement = (
             select(Broadcast)
-            .where(Broadcast.team_id == team_id)
+            .where(Broadcast.team_id == team_id, Broadcast.status != BroadcastStatus.SCHEDULED)
             .order_by(Broadcast.created_at.desc(), Broadcast.id.desc())
             .limit(limit)
             .options(selectinload(Broadcast.deliveries))

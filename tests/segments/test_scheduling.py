@@ -420,3 +420,14 @@ async def test_frequency_cap_ignores_failed_deliveries(
     )
 
     assert [delivery.status for delivery in record.deliveries] == [DeliveryStatus.PENDING]
+
+
+async def test_latest_broadcasts_leave_out_scheduled(
+    sessions: async_sessionmaker[AsyncSession], store: SqlScheduledBroadcasts, segment: SegmentRecord
+) -> None:
+    await schedule_broadcast(store, _new(segment, at=NOW + timedelta(hours=1)), now=NOW)
+
+    latest = await SqlDeliveryLog(sessions).list_broadcasts(TEAM_ID)
+
+    assert await store.list(team_id=TEAM_ID)
+    assert list(latest) == []
