@@ -473,6 +473,10 @@ class BroadcastSender:
             return _PostResult(error=UNKNOWN_OUTCOME)
         return _PostResult(ts=str(response["ts"]))
 
+    async def _needs_membership(self, run: _SendRun) -> bool:
+        """Return whether the token can post only in channels the bot is a member of."""
+        return "chat:write.public" not in await self._granted_scopes(run)
+
     async def _find_post(
         self, delivery: DeliveryRecord, run: _SendRun, *, started_at: float | None
     ) -> str | None:
@@ -502,6 +506,11 @@ class BroadcastSender:
                     rate_limited += 1
                     await self._sleep(_retry_after_seconds(exc.response.headers))
                     continue
+                if exc.response.get("error") == "not_in_channel" and await self._needs_membership(run):
+                    # Without chat:write.public a bot posts only where it is a member, so a bot
+                    # outside the channel (a crash before its join) cannot have posted there.
+                    # NOTE: a bot removed from the channel after posting would be taken as not posted.
+                    return None
                 raise _CannotCheck(f"conversations.history failed with {exc.response.get('error')}") from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _CannotCheck(f"conversations.history failed: {exc!r}") from exc

@@ -114,6 +114,22 @@ async def test_crash_before_post_posts_once_on_resume(
     assert finished.status == BroadcastStatus.SENT
 
 
+async def test_crash_before_join_posts_once_on_resume(
+    start_slack: SlackStarter, log: SqlDeliveryLog, clock: ManualClock
+) -> None:
+    channels = [slack_channel("C0INITECH", "customer-initech", is_member=False)]
+    state = SlackState(channels=channels, bot_token=TOKEN, scopes=HISTORY_SCOPES, clock=clock)
+    client = await start_slack(state)
+    record = await log.create_broadcast(_broadcast(channels))
+    await log.mark_sending(record.deliveries[0].id)
+
+    finished = await _resume(client, log, clock, record.id)
+
+    assert len(state.posts_in("C0INITECH")) == 1
+    assert len(state.calls_to("conversations.join")) == 1
+    assert finished.deliveries[0].status == DeliveryStatus.SENT
+
+
 async def test_crash_after_post_is_found_not_reposted(
     start_slack: SlackStarter, log: SqlDeliveryLog, clock: ManualClock
 ) -> None:
