@@ -328,8 +328,8 @@ async def _broadcast(
         # A step has no confirmation, so the audience when the step starts takes the place of the
         # confirmed one. The DM report then notes only channels that joined or left during the
         # run. This costs a second fresh Planhat listing, as the send modal's confirmation does.
-        # TODO: check personalization variables here as the send confirmation does (unknown
-        # variables, companies without a value) and fail the step, once BroadcastRun renders them.
+        # BroadcastRun checks personalization variables itself: an unknown variable or a company
+        # without a value fails the step with one sentence before anything is posted.
         audience = await services.resolver.resolve(
             rules_from_json(segment.rules), fresh=True, mapping=mapping, timezone=timezone
         )

@@ -37,6 +37,9 @@ def format_delivery_report(record: BroadcastRecord) -> str:
     skipped = [
         delivery for delivery in record.deliveries if delivery.status == DeliveryStatus.SKIPPED
     ]
+    unconfirmed = [
+        delivery for delivery in record.deliveries if delivery.status == DeliveryStatus.UNCONFIRMED
+    ]
 
     segment = escape_mrkdwn(record.segment_name)
     lines = [f"*{segment}*: delivered to {len(sent)} of {_channels(total)}."]
@@ -56,6 +59,12 @@ def format_delivery_report(record: BroadcastRecord) -> str:
             lines.append(f"• #{escape_mrkdwn(delivery.channel_name)}: {reason}")
         if len(skipped) > MAX_CHANNELS_PER_LINE:
             lines.append(f"• and {len(skipped) - MAX_CHANNELS_PER_LINE} more")
+    if unconfirmed:
+        lines.append(
+            f"Unconfirmed in {_channels(len(unconfirmed))}: {_channel_list(unconfirmed)}. Slack did "
+            "not confirm these posts and segment-bot could not check, so look in each channel and "
+            "post by hand where the message is missing."
+        )
     if unfinished:
         lines.append(
             f"Not finished ({len(unfinished)}): {_channel_list(unfinished)}. "

@@ -9,6 +9,8 @@ block and action ids that `settings_modal` sets.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import html
 import json
 from collections.abc import Mapping, Sequence
@@ -214,17 +216,22 @@ def _segment_blocks(segments: Sequence[SegmentRecord], *, can_manage: bool) -> l
     return blocks
 
 
-def delivery_counts(record: BroadcastRecord) -> tuple[int, int, int]:
-    """Count the delivered, failed and pending deliveries. A delivery still `sending` is pending."""
-    delivered = failed = pending = 0
-    for delivery in record.deliveries:
-        if delivery.status == DeliveryStatus.SENT:
-            delivered += 1
-        elif delivery.status == DeliveryStatus.FAILED:
-            failed += 1
-        else:
-            pending += 1
-    return delivered, failed, pending
+def delivery_summary(record: BroadcastRecord) -> str:
+    """Return the delivery counts as text: delivered and failed always, other states when present.
+
+    A delivery still `sending` counts as pending; skipped, cancelled and unconfirmed ones are
+    named, so a finished broadcast never shows channels as pending forever.
+    """
+    counts = Counter(delivery.status for delivery in record.deliveries)
+    parts = [f"{counts[DeliveryStatus.SENT]:,} delivered", f"{counts[DeliveryStatus.FAILED]:,} failed"]
+    others = (
+        ("unconfirmed", counts[DeliveryStatus.UNCONFIRMED]),
+        ("skipped", counts[DeliveryStatus.SKIPPED]),
+        ("cancelled", counts[DeliveryStatus.CANCELLED]),
+        ("pending", counts[DeliveryStatus.PENDING] + counts[DeliveryStatus.SENDING]),
+    )
+    parts.extend(f"{count:,} {label}" for label, count in others if count)
+    return ", ".join(parts)
 
 
 def _broadcast_blocks(
@@ -239,11 +246,10 @@ def _broadcast_blocks(
         ]
     lines = []
     for record in broadcasts[:HOME_BROADCASTS]:
-        delivered, failed, pending = delivery_counts(record)
         status = _STATUS_LABELS.get(str(record.status), str(record.status))
         lines.append(
             f"*{clip(escape_mrkdwn(record.segment_name), 120)}*, {slack_date(record.created_at)}: "
-            f"{status}. {delivered:,} delivered, {failed:,} failed, {pending:,} pending."
+            f"{status}. {delivery_summary(record)}."
         )
     if not can_manage:
         return [section(text) for text in pack_lines(lines)]

@@ -28,7 +28,7 @@ from handlers.views.home import (
     SettingsForm,
     delete_modal,
     deleted_segment_id,
-    delivery_counts,
+    delivery_summary,
     home_view,
     read_settings_form,
     settings_modal,
@@ -179,10 +179,25 @@ def test_home_shows_broadcast_counts() -> None:
     assert "partially sent. 3 delivered, 1 failed, 2 pending." in text
 
 
-def test_delivery_counts_treat_sending_as_pending() -> None:
+def test_delivery_summary_treats_sending_as_pending() -> None:
     record = _broadcast(1, [DeliveryStatus.SENDING, DeliveryStatus.SENT])
 
-    assert delivery_counts(record) == (1, 0, 1)
+    assert delivery_summary(record) == "1 delivered, 0 failed, 1 pending"
+
+
+def test_delivery_summary_names_finished_states() -> None:
+    statuses = [
+        DeliveryStatus.SENT,
+        DeliveryStatus.SKIPPED,
+        DeliveryStatus.SKIPPED,
+        DeliveryStatus.CANCELLED,
+        DeliveryStatus.UNCONFIRMED,
+    ]
+
+    summary = delivery_summary(_broadcast(1, statuses))
+
+    assert summary == "1 delivered, 0 failed, 1 unconfirmed, 2 skipped, 1 cancelled"
+    assert "pending" not in summary
 
 
 def test_home_escapes_names() -> None:

@@ -120,3 +120,17 @@ def test_report_escapes_segment_name() -> None:
     record = _record([_delivery(1, "customer-acme", DeliveryStatus.SENT)], segment_name="<!here> VIPs")
 
     assert format_delivery_report(record).startswith("*&lt;!here&gt; VIPs*")
+
+
+def test_report_lists_unconfirmed_channels() -> None:
+    record = _record(
+        [
+            _delivery(1, "customer-acme", DeliveryStatus.SENT),
+            _delivery(2, "customer-initech", DeliveryStatus.UNCONFIRMED),
+        ]
+    )
+
+    report = format_delivery_report(record)
+
+    assert "delivered to 1 of 2 channels" in report
+    assert "Unconfirmed in 1 channel: #customer-initech." in report
