@@ -9,8 +9,9 @@ Edit, delete and follow-up open a modal first, and the domain work runs after it
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from db.records import StoredBroadcast
 from db.stores import BroadcastNotFound, InvalidStateTransition
 from handlers.common import error_text, team_and_user, tell_user
 from handlers.views import reports as views
-from segments.followups import ActionKind, ActionRequest, run_action
+from segments.followups import ActionKind, ActionRecord, ActionRequest, ActionStatus, run_action
 from segments.permissions import NOT_ALLOWED
 from segments.ports import BroadcastStatus, DeliveryStatus
 from segments.properties import PropertyCatalog
@@ -274,6 +275,15 @@ async def _resend(click: ReportClick) -> None:
     if await _stored(click) is None:
         return
     services = click.services
+    latest = _latest_message_change(await click.actions.list_actions(click.broadcast_id))
+    if latest is not None and latest.kind == ActionKind.DELETE:
+        await tell_user(
+            click.client,
+            user_id=click.user_id,
+            text="This broadcast was deleted everywhere, so there is nothing to resend. Send a new "
+            "broadcast instead.",
+        )
+        return
     try:
         await services.deliveries.reopen_failed(click.broadcast_id, user_id=click.user_id)
     except (InvalidStateTransition, BroadcastNotFound) as exc:
@@ -289,6 +299,10 @@ async def _resend(click: ReportClick) -> None:
         return
     stored = await services.deliveries.get_stored_broadcast(click.broadcast_id)
     assert stored is not None  # Reopened above, and broadcasts are never deleted.
+    if latest is not None:
+        # Every channel should read the same: a resent channel gets the text of the last edit.
+        # NOTE: follow-ups posted before the resend are not replayed in the resent channels.
+        stored = dataclasses.replace(stored, message_text=latest.text, message_blocks=latest.blocks)
     mapping, timezone = await services.mapping_for(click.team_id)
     # Resuming posts only the reopened `pending` deliveries and edits the same report DM.
     await resume_broadcast(
@@ -300,6 +314,17 @@ async def _resend(click: ReportClick) -> None:
         mapping=mapping,
         timezone=timezone,
     )
+
+
+def _latest_message_change(actions: Sequence[ActionRecord]) -> ActionRecord | None:
+    """Return the newest edit or delete that reached at least one channel, or None."""
+    changes = [
+        action
+        for action in actions
+        if action.kind in (ActionKind.EDIT, ActionKind.DELETE)
+        and action.status in (ActionStatus.DONE, ActionStatus.PARTIALLY_DONE)
+    ]
+    return changes[-1] if changes else None
 
 
 async def _open_modal(click: ReportClick, *, kind: ActionKind) -> None:

@@ -329,3 +329,34 @@ async def test_home_menu_opens_followup_modal(world: World) -> None:
     assert report_views.read_action_metadata(
         modal["private_metadata"]
     ) == report_views.ActionMetadata(broadcast_id=record.id, kind=report_views.ActionKind.FOLLOWUP)
+
+
+async def test_resend_after_edit_posts_edited_text(world: World) -> None:
+    await _send(world, AT_RISK)
+    before = await _latest(world)
+    failed = [delivery for delivery in before.deliveries if delivery.status == DeliveryStatus.FAILED]
+    assert len(failed) == 1
+    buttons = _report_buttons(world, "delivered to")
+    assert buttons is not None
+    await _click(world, buttons[report_views.REPORT_EDIT_ACTION])
+    modal = await eventually(lambda: _action_modal(world))
+    values = {
+        report_views.TEXT_BLOCK: {
+            report_views.TEXT_ACTION: {"rich_text_value": _rich_text("Edited for everyone")}
+        }
+    }
+    await _submit(world, modal, values)
+    await eventually(lambda: _report_buttons(world, "edited in"), timeout=SLOW_TIMEOUT)
+    channel = world.slack.channel(failed[0].channel_id)
+    assert channel is not None
+    channel["restricted"] = False
+    buttons = _report_buttons(world, "edited in")
+    assert buttons is not None
+
+    await _click(world, buttons[report_views.REPORT_RESEND_ACTION])
+    total = len(before.deliveries)
+    await eventually(lambda: _report_buttons(world, f"delivered to {total} of {total}"), timeout=SLOW_TIMEOUT)
+
+    resent = world.slack.posts_in(failed[0].channel_id)
+    assert len(resent) == 1
+    assert "Edited for everyone" in resent[0]["text"]
