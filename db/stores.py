@@ -943,6 +943,11 @@ class SqlDeliveryLog:
             broadcasts = (await session.scalars(statement)).all()
             return tuple(_stored_broadcast(broadcast) for broadcast in broadcasts)
 
+    async def frequency_capped(self, *, team_id: str, channel_ids: Sequence[str]) -> Mapping[str, str]:
+        """Return the channels the workspace's frequency cap would skip now, with the reason each."""
+        async with self._session_factory() as session, session.begin():
+            return await capped_channels(session, team_id=team_id, channel_ids=channel_ids, now=utc_now())
+
     async def list_broadcasts(self, team_id: str, *, limit: int = 20) -> Sequence[BroadcastRecord]:
         """Return the workspace's latest `limit` broadcasts with their deliveries, newest first.
 

@@ -374,6 +374,13 @@ async def _show_confirmation(
         test_note = await _send_test(
             services, draft=draft, preview=preview, channel_count=len(audience.targets)
         )
+    send_at = _send_at_text(draft)
+    capped: Mapping[str, str] = {}
+    if send_at is None:
+        # A scheduled send applies the cap when it goes out; an immediate one shows it now.
+        capped = await services.deliveries.frequency_capped(
+            team_id=draft.team_id, channel_ids=[target.channel_id for target in audience.targets]
+        )
     view = views.confirmation_view(
         segment_name=segment.name,
         audience=audience,
@@ -381,7 +388,8 @@ async def _show_confirmation(
         test_note=test_note,
         metadata=key,
         preview_note=preview.note,
-        send_at=_send_at_text(draft),
+        send_at=send_at,
+        capped=capped,
     )
     await _update_view(client, view_id=view_id, view=view, user_id=draft.user_id)
 

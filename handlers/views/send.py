@@ -507,6 +507,7 @@ def confirmation_view(
     metadata: str,
     preview_note: str | None = None,
     send_at: str | None = None,
+    capped: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """List exactly which channels will get the message, and what is left out.
 
@@ -514,9 +515,11 @@ def confirmation_view(
     company a personalized message was rendered for. Without channels the view says there is
     nobody to send to and has no submit button. With `send_at`, the send time as people read it,
     the view confirms a scheduled send instead, and shows the channels as today's estimate.
+    `capped` maps the channels the workspace's frequency cap skips to the reason for each.
     """
     name = escape_mrkdwn(segment_name)
-    channel_count = len(audience.targets)
+    capped = capped or {}
+    channel_count = len(audience.targets) - len(capped)
     companies = len({row.company_id for row in audience.matched})
     tail: list[dict[str, Any]] = []
     unmapped = _unmapped_section(audience)
@@ -526,6 +529,8 @@ def confirmation_view(
         tail.append(_warnings_context(audience.warnings))
     if test_note:
         tail.append(_context(test_note))
+    if capped:
+        tail.insert(0, _capped_section(audience, capped))
 
     view: dict[str, Any] = {
         "type": "modal",
@@ -545,10 +550,12 @@ def confirmation_view(
             preview_note=preview_note,
         )
     if channel_count == 0:
-        head = _section(
-            f"Nobody to send to: no company in *{name}* has a Slack channel right now, so there is "
-            "nothing to post."
+        reason = (
+            "every channel received a broadcast within the workspace's frequency cap"
+            if capped
+            else "no company in the segment has a Slack channel right now"
         )
+        head = _section(f"Nobody to send to in *{name}*: {reason}, so there is nothing to post.")
         view["close"] = _plain("Close")
         view["blocks"] = [head, *tail]
         return view
@@ -562,11 +569,25 @@ def confirmation_view(
         preview.append(_context(preview_note))
     preview.append(dict(message))
     room = MAX_VIEW_BLOCKS - 1 - len(tail) - len(preview)
-    channel_ids = [target.channel_id for target in audience.targets]
+    channel_ids = [target.channel_id for target in audience.targets if target.channel_id not in capped]
     view["submit"] = _plain(f"Send to {_count(channel_count, 'channel')}")
     view["close"] = _plain("Back")
     view["blocks"] = [head, *_mention_sections(channel_ids, max_blocks=room), *tail, *preview]
     return view
+
+
+# The frequency-capped channels the confirmation names one by one; the rest are counted.
+MAX_CAPPED_LISTED = 10
+
+
+def _capped_section(audience: Audience, capped: Mapping[str, str]) -> dict[str, Any]:
+    names = {target.channel_id: target.channel_name for target in audience.targets}
+    lines = [f"*{_count(len(capped), 'channel')} will be skipped* by the workspace's frequency cap:"]
+    for channel_id, reason in list(capped.items())[:MAX_CAPPED_LISTED]:
+        lines.append(f"• #{escape_mrkdwn(names.get(channel_id, channel_id))}: {escape_mrkdwn(reason)}")
+    if len(capped) > MAX_CAPPED_LISTED:
+        lines.append(f"• and {len(capped) - MAX_CAPPED_LISTED:,} more")
+    return _section(_clip("\n".join(lines)))
 
 
 # Slack limits modal button labels to 24 characters.

@@ -562,3 +562,31 @@ def test_empty_message_converts_to_none() -> None:
 def test_message_extras_notice_mentions_files() -> None:
     assert views.message_extras_notice({"text": "x", "files": [{"id": "F1"}]}) is not None
     assert views.message_extras_notice({"text": "x"}) is None
+
+
+def test_confirmation_shows_frequency_capped_channels() -> None:
+    audience = _audience(3)
+    capped_id = audience.targets[0].channel_id
+    capped = {capped_id: "Received a broadcast on 2026-12-03; the workspace's frequency cap is 7 days."}
+
+    view = views.confirmation_view(
+        segment_name="At risk", audience=audience, message=MESSAGE, test_note=None, metadata="k", capped=capped
+    )
+
+    text = _blocks_text(view)
+    assert view["submit"]["text"] == "Send to 2 channels"
+    assert "1 channel will be skipped" in text
+    assert "frequency cap is 7 days" in text
+    assert f"<#{capped_id}>" not in text
+
+
+def test_confirmation_with_every_channel_capped_has_no_submit() -> None:
+    audience = _audience(2)
+    capped = {target.channel_id: "Received a broadcast recently." for target in audience.targets}
+
+    view = views.confirmation_view(
+        segment_name="At risk", audience=audience, message=MESSAGE, test_note=None, metadata="k", capped=capped
+    )
+
+    assert "submit" not in view
+    assert "frequency cap" in view["blocks"][0]["text"]["text"]

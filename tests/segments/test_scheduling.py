@@ -431,3 +431,14 @@ async def test_latest_broadcasts_leave_out_scheduled(
 
     assert await store.list(team_id=TEAM_ID)
     assert list(latest) == []
+
+
+async def test_frequency_capped_previews_the_skip(sessions: async_sessionmaker[AsyncSession]) -> None:
+    log = SqlDeliveryLog(sessions)
+    await _sent_yesterday(sessions, log, "C1")
+    await _save_cap(sessions, 7)
+
+    capped = await log.frequency_capped(team_id=TEAM_ID, channel_ids=["C1", "C2"])
+
+    assert list(capped) == ["C1"]
+    assert "frequency cap is 7 days" in capped["C1"]
