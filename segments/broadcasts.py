@@ -230,13 +230,16 @@ def running_controls(broadcast_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def report_controls(record: BroadcastRecord) -> list[dict[str, Any]]:
+def report_controls(record: BroadcastRecord, *, deleted: bool = False) -> list[dict[str, Any]]:
     """Return the report DM's buttons for a finished broadcast.
 
     Resend failed appears when a delivery failed. Edit, Delete and Follow up appear when at least
-    one message was posted, because they act only on posted messages.
+    one message was posted, because they act only on posted messages. Once the broadcast was
+    `deleted` everywhere, none of them applies, so there are no buttons.
     """
     buttons: list[dict[str, Any]] = []
+    if deleted:
+        return buttons
     if any(delivery.status == DeliveryStatus.FAILED for delivery in record.deliveries):
         buttons.append(
             _button("Resend failed", action_id=REPORT_RESEND_ACTION, broadcast_id=record.id)

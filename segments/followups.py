@@ -779,4 +779,9 @@ async def show_report(
         report_text(stored.record, change=AudienceChange(added=0, dropped=0), unmapped=unmapped)
     ]
     lines.extend(format_action_report(action) for action in actions)
-    await dm.show("\n".join(lines), controls=report_controls(stored.record))
+    deleted = any(
+        action.kind == ActionKind.DELETE
+        and action.status in (ActionStatus.DONE, ActionStatus.PARTIALLY_DONE)
+        for action in actions
+    )
+    await dm.show("\n".join(lines), controls=report_controls(stored.record, deleted=deleted))

@@ -104,6 +104,14 @@ def _report(world: World) -> dict[str, Any] | None:
     return None
 
 
+def _dm_containing(world: World, fragment: str) -> dict[str, Any] | None:
+    """Return the sender's newest direct message whose text contains `fragment`."""
+    for message in reversed(world.slack.dm_messages(ADMIN_ID)):
+        if fragment in message.get("text", ""):
+            return message
+    return None
+
+
 def _report_buttons(world: World, fragment: str) -> dict[str, dict[str, Any]] | None:
     """Return the report's buttons by action id once its text contains `fragment`."""
     report = _report(world)
@@ -244,12 +252,14 @@ async def test_delete_asks_to_confirm_then_deletes(world: World) -> None:
     modal = await eventually(lambda: _action_modal(world))
     still_there = {channel_id: len(world.slack.posts_in(channel_id)) for channel_id in posted}
     await _submit(world, modal, {})
-    await eventually(lambda: _report_buttons(world, "deleted in"), timeout=SLOW_TIMEOUT)
+    report = await eventually(lambda: _dm_containing(world, "deleted in"), timeout=SLOW_TIMEOUT)
 
     assert modal["submit"]["text"] == "Delete"
     assert still_there == {channel_id: 1 for channel_id in posted}
     for channel_id in posted:
         assert world.slack.posts_in(channel_id) == []
+    # Nothing is left to edit, delete, follow up or resend, so the report offers no buttons.
+    assert all(block.get("block_id") != REPORT_ACTIONS_BLOCK for block in report.get("blocks") or [])
 
 
 async def test_followup_replies_in_each_thread(world: World) -> None:
