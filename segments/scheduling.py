@@ -110,6 +110,13 @@ def send_time(*, day: date, time_of_day: time, timezone: str) -> datetime:
     return datetime.combine(day, time_of_day, tzinfo=zone).astimezone(UTC)
 
 
+def wall_time_exists(*, day: date, time_of_day: time, zone: ZoneInfo) -> bool:
+    """Return False for a wall-clock time that a daylight-saving change skips in `zone`."""
+    local = datetime.combine(day, time_of_day, tzinfo=zone)
+    round_trip = local.astimezone(UTC).astimezone(zone)
+    return round_trip.replace(tzinfo=None) == local.replace(tzinfo=None)
+
+
 def format_send_time(moment: datetime, *, timezone: str) -> str:
     """Return a send time as people read it in `timezone`, such as `Fri 4 Dec 2026, 09:30 (Europe/Berlin)`."""
     try:

@@ -22,7 +22,7 @@ from segments.audience import Audience
 from segments.channels import BOT_MENTION
 from segments.personalize import TemplateError, check_template_syntax
 from segments.ports import DeliveryTarget, SegmentRecord
-from segments.scheduling import default_send_time, send_time, utc_clock
+from segments.scheduling import default_send_time, send_time, utc_clock, wall_time_exists
 from segments.slack_text import escape_mrkdwn
 
 # Callback ids of the shortcuts (the app manifest uses the same two) and of the two views.
@@ -446,6 +446,12 @@ def schedule_errors(fields: ScheduleFields, *, now: datetime) -> dict[str, str]:
             else "Pick the time zone of the date and time."
         )
     if errors or day is None or time_of_day is None or zone is None:
+        return errors
+    if not wall_time_exists(day=day, time_of_day=time_of_day, zone=zone):
+        errors[TIME_BLOCK] = (
+            f"{time_of_day:%H:%M} does not exist on {day:%a %d %b %Y} in {fields.timezone}, because "
+            "the clocks move forward that night. Pick another time."
+        )
         return errors
     if send_time(day=day, time_of_day=time_of_day, timezone=fields.timezone) <= now:
         # A past day is the date's fault. Today at an hour already gone is the time's fault.

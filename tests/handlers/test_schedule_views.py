@@ -583,3 +583,18 @@ def test_scheduled_broadcast_id_rejects_other_metadata() -> None:
     assert scheduled_broadcast_id("not json") is None
     assert scheduled_broadcast_id('{"broadcast_id": "7"}') is None
     assert scheduled_broadcast_id('{"broadcast_id": true}') is None
+
+
+def test_schedule_errors_reject_skipped_daylight_saving_time() -> None:
+    # Berlin moves its clocks from 02:00 to 03:00 on 28 March 2027, so 02:30 never happens.
+    errors = views.schedule_errors(_fields("2027-03-28", "02:30", "Europe/Berlin"), now=NOW)
+
+    assert set(errors) == {views.TIME_BLOCK}
+    assert "02:30 does not exist on Sun 28 Mar 2027 in Europe/Berlin" in errors[views.TIME_BLOCK]
+
+
+def test_schedule_errors_accept_repeated_autumn_hour() -> None:
+    # 02:30 happens twice on 31 October 2027 in Berlin; either way it exists.
+    errors = views.schedule_errors(_fields("2027-10-31", "02:30", "Europe/Berlin"), now=NOW)
+
+    assert errors == {}
