@@ -9,6 +9,8 @@ has no response_url, so failures reach the person in the modal itself or as a di
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -178,29 +180,35 @@ class HomeRequest:
     broadcast_id: int | None = None
 
 
+def _start_work(
+    services: Services,
+    work: Callable[[HomeRequest], Awaitable[None]],
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    *,
+    segment_id: int | None = None,
+    broadcast_id: int | None = None,
+) -> None:
+    """Run `work` for one Home click in a background task that reports failures to the person."""
+    team_id, user_id = team_and_user(body)
+    request = HomeRequest(
+        services=services,
+        client=client,
+        team_id=team_id,
+        user_id=user_id,
+        trigger_id=str(body.get("trigger_id") or ""),
+        segment_id=segment_id,
+        broadcast_id=broadcast_id,
+    )
+    services.tasks.start(
+        _report_failures(work, request), name=f"home {work.__name__} by {user_id} in {team_id}"
+    )
+
+
 def register(app: AsyncApp, services: Services) -> None:
     """Register the App Home event, its buttons and its modals on `app`."""
 
-    def start(
-        work: Callable[[HomeRequest], Awaitable[None]],
-        body: dict[str, Any],
-        client: AsyncWebClient,
-        *,
-        segment_id: int | None,
-    ) -> None:
-        """Run `work` for this click in a background task that reports failures to the person."""
-        team_id, user_id = team_and_user(body)
-        request = HomeRequest(
-            services=services,
-            client=client,
-            team_id=team_id,
-            user_id=user_id,
-            trigger_id=str(body.get("trigger_id") or ""),
-            segment_id=segment_id,
-        )
-        services.tasks.start(
-            _report_failures(work, request), name=f"home {work.__name__} by {user_id} in {team_id}"
-        )
+    start = functools.partial(_start_work, services)
 
     @app.event("app_home_opened")
     async def handle_home_opened(
@@ -483,26 +491,7 @@ NO_LONGER_SCHEDULED = (
 def _register_scheduled(app: AsyncApp, services: Services) -> None:
     """Register the Edit and Cancel buttons of scheduled broadcasts and their modals."""
 
-    def start(
-        work: Callable[[HomeRequest], Awaitable[None]],
-        body: dict[str, Any],
-        client: AsyncWebClient,
-        *,
-        broadcast_id: int | None,
-    ) -> None:
-        team_id, user_id = team_and_user(body)
-        request = HomeRequest(
-            services=services,
-            client=client,
-            team_id=team_id,
-            user_id=user_id,
-            trigger_id=str(body.get("trigger_id") or ""),
-            segment_id=None,
-            broadcast_id=broadcast_id,
-        )
-        services.tasks.start(
-            _report_failures(work, request), name=f"home {work.__name__} by {user_id} in {team_id}"
-        )
+    start = functools.partial(_start_work, services)
 
     @app.action(SCHEDULED_EDIT_ACTION)
     async def handle_scheduled_edit(
