@@ -230,6 +230,15 @@ def running_controls(broadcast_id: int) -> list[dict[str, Any]]:
     ]
 
 
+def no_channel_error(segment_name: str) -> UserFacingError:
+    """Return the error for a send whose fresh audience has no channel: nothing is posted."""
+    name = escape_mrkdwn(segment_name)
+    return UserFacingError(
+        f"Nobody to send to: no company in *{name}* has a Slack channel right now, so nothing was "
+        "posted. Preview the segment to see why."
+    )
+
+
 def report_controls(record: BroadcastRecord, *, deleted: bool = False) -> list[dict[str, Any]]:
     """Return the report DM's buttons for a finished broadcast.
 
@@ -512,11 +521,7 @@ class BroadcastRun:
             raise
         if not audience.targets:
             await self._log.fail_resolving(started.id)
-            name = escape_mrkdwn(segment.name)
-            raise UserFacingError(
-                f"Nobody to send to: no company in *{name}* has a Slack channel right now, so "
-                "nothing was posted. Preview the segment to see why."
-            )
+            raise no_channel_error(segment.name)
         # Values can go missing between the confirmation and now, and no channel gets a message
         # with a blank where a value should be.
         missing = find_missing_values(audience.targets, renderer.template)

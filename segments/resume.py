@@ -17,14 +17,19 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from db.records import StoredBroadcast
 from segments.audience import AudienceResolver
-from segments.broadcasts import BroadcastLog, LiveMessage, checking_text, deliver_with_report
+from segments.broadcasts import (
+    BroadcastLog,
+    LiveMessage,
+    checking_text,
+    deliver_with_report,
+    no_channel_error,
+)
 from segments.channels import ChannelMapping
 from segments.errors import UserFacingError
 from segments.ports import BroadcastRecord, BroadcastStatus
-from segments.rules import rules_from_json
 from segments.personalize import MessageRenderer, Template
+from segments.rules import rules_from_json
 from segments.sending import Renderer
-from segments.slack_text import escape_mrkdwn
 
 logger = logging.getLogger(__name__)
 
@@ -131,11 +136,7 @@ async def _resolve_again(
         raise
     if not audience.targets:
         await log.fail_resolving(broadcast_id)
-        name = escape_mrkdwn(stored.record.segment_name)
-        raise UserFacingError(
-            f"Nobody to send to: no company in *{name}* has a Slack channel right now, so "
-            "nothing was posted. Preview the segment to see why."
-        )
+        raise no_channel_error(stored.record.segment_name)
     return await log.add_audience(
         broadcast_id,
         rules_text=audience.rules_text,
