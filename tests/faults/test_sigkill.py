@@ -77,6 +77,8 @@ class Fixture:
     env: dict[str, str]
     log: SqlDeliveryLog
     unreachable: set[str]
+    # Every `serve` process appends its stderr here, so a failure can show what the processes logged.
+    serve_log: Path
 
 
 @pytest.fixture
@@ -111,7 +113,11 @@ async def fixture(tmp_path: Path) -> AsyncIterator[Fixture]:
     }
     try:
         yield Fixture(
-            slack=slack, env=env, log=SqlDeliveryLog(create_session_factory(engine)), unreachable=unreachable
+            slack=slack,
+            env=env,
+            log=SqlDeliveryLog(create_session_factory(engine)),
+            unreachable=unreachable,
+            serve_log=tmp_path / "serve.log",
         )
     finally:
         await engine.dispose()
@@ -140,26 +146,38 @@ def _broadcast(channels: list[dict[str, Any]]) -> NewBroadcast:
     )
 
 
-async def _start(env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+async def _start(env: dict[str, str], serve_log: Path) -> asyncio.subprocess.Process:
+    with serve_log.open("ab") as stderr:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
-async def _wait_healthy(env: dict[str, str], process: asyncio.subprocess.Process) -> None:
+def _tail(serve_log: Path, lines: int = 40) -> str:
+    """Return the last lines the `serve` processes wrote to stderr, for assertion messages."""
+    if not serve_log.exists():
+        return "(no serve output)"
+    return "\n".join(serve_log.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def _wait_healthy(
+    env: dict[str, str], process: asyncio.subprocess.Process, serve_log: Path
+) -> None:
     url = f"http://127.0.0.1:{env['PORT']}/healthz"
     deadline = time.monotonic() + START_TIMEOUT
     async with httpx.AsyncClient() as http:
         while time.monotonic() < deadline:
-            assert process.returncode is None, f"serve exited with {process.returncode} during start"
+            assert process.returncode is None, (
+                f"serve exited with {process.returncode} during start:\n{_tail(serve_log)}"
+            )
             try:
                 response = await http.get(url, timeout=1.0)
             except httpx.TransportError:
@@ -167,10 +185,10 @@ async def _wait_healthy(env: dict[str, str], process: asyncio.subprocess.Process
             if response is not None and response.status_code == 200:
                 return
             await asyncio.sleep(0.05)
-    raise AssertionError(f"serve did not answer {url} within {START_TIMEOUT:.0f} s")
+    raise AssertionError(f"serve did not answer {url} within {START_TIMEOUT:.0f} s:\n{_tail(serve_log)}")
 
 
-async def _wait_finished(log: SqlDeliveryLog, broadcast_id: int) -> BroadcastRecord:
+async def _wait_finished(log: SqlDeliveryLog, broadcast_id: int, serve_log: Path) -> BroadcastRecord:
     deadline = time.monotonic() + FINISH_TIMEOUT
     while time.monotonic() < deadline:
         record = await log.get_broadcast(broadcast_id)
@@ -178,7 +196,9 @@ async def _wait_finished(log: SqlDeliveryLog, broadcast_id: int) -> BroadcastRec
         if record.status not in (BroadcastStatus.RESOLVING, BroadcastStatus.SENDING):
             return record
         await asyncio.sleep(0.2)
-    raise AssertionError(f"broadcast {broadcast_id} did not finish within {FINISH_TIMEOUT:.0f} s")
+    raise AssertionError(
+        f"broadcast {broadcast_id} did not finish within {FINISH_TIMEOUT:.0f} s:\n{_tail(serve_log)}"
+    )
 
 
 def _posts_of(slack: SlackState, channel_id: str, broadcast_id: int) -> list[dict[str, Any]]:
@@ -198,16 +218,16 @@ async def test_sigkill_during_broadcast_delivers_each_channel_once(fixture: Fixt
     posts_before_last_kill = 0
 
     for _ in range(KILLS):
-        process = await _start(fixture.env)
-        await _wait_healthy(fixture.env, process)
+        process = await _start(fixture.env, fixture.serve_log)
+        await _wait_healthy(fixture.env, process, fixture.serve_log)
         await asyncio.sleep(chooser.uniform(0.2, 1.5))
         process.send_signal(signal.SIGKILL)
         await process.wait()
         posts_before_last_kill = len(fixture.slack.calls_to("chat.postMessage"))
-    process = await _start(fixture.env)
+    process = await _start(fixture.env, fixture.serve_log)
     try:
-        await _wait_healthy(fixture.env, process)
-        finished = await _wait_finished(fixture.log, record.id)
+        await _wait_healthy(fixture.env, process, fixture.serve_log)
+        finished = await _wait_finished(fixture.log, record.id, fixture.serve_log)
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), timeout=60)
@@ -217,10 +237,11 @@ async def test_sigkill_during_broadcast_delivers_each_channel_once(fixture: Fixt
     missing = [cid for cid in reachable if not _posts_of(fixture.slack, cid, record.id)]
     leaked = [cid for cid in fixture.unreachable if fixture.slack.posts_in(cid)]
     statuses = {delivery.channel_id: delivery.status for delivery in finished.deliveries}
+    log_tail = _tail(fixture.serve_log)
     assert posts_before_last_kill > 0, "no post was made before the last kill; kill later"
-    assert duplicated == []
-    assert missing == []
-    assert leaked == []
-    assert finished.status == BroadcastStatus.PARTIALLY_SENT
-    assert {statuses[cid] for cid in reachable} == {DeliveryStatus.SENT}
-    assert {statuses[cid] for cid in fixture.unreachable} == {DeliveryStatus.FAILED}
+    assert duplicated == [], log_tail
+    assert missing == [], log_tail
+    assert leaked == [], log_tail
+    assert finished.status == BroadcastStatus.PARTIALLY_SENT, log_tail
+    assert {statuses[cid] for cid in reachable} == {DeliveryStatus.SENT}, log_tail
+    assert {statuses[cid] for cid in fixture.unreachable} == {DeliveryStatus.FAILED}, log_tail
